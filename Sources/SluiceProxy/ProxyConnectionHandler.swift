@@ -1,0 +1,735 @@
+import Logging
+import NIOCore
+import SluiceHTTP1
+import SluiceUpstream
+
+/// Everything one event loop shares between its client connections.
+final class EventLoopContext: @unchecked Sendable {
+    // @unchecked: used only on `eventLoop`; the config store and settings are Sendable values.
+    let eventLoop: EventLoop
+    let upstreams: UpstreamConnectionPool
+    let registry: ConnectionRegistry
+    let config: ConfigStore
+    let settings: ProxySettings
+    let logger: Logger
+
+    init(eventLoop: EventLoop, config: ConfigStore, settings: ProxySettings, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.config = config
+        self.settings = settings
+        self.logger = logger
+        self.upstreams = UpstreamConnectionPool(
+            eventLoop: eventLoop, connectTimeout: settings.upstreamConnectTimeout,
+            idleTimeout: settings.upstreamIdleTimeout, responseLimits: settings.responseLimits)
+        self.registry = ConnectionRegistry(eventLoop: eventLoop)
+    }
+}
+
+/// One client connection: parses requests, forwards each to an upstream connection from the
+/// event loop's pool, and streams the response back. Requests are served one at a time in order;
+/// pipelined bytes wait in the receive buffer (reading pauses only when they pile up).
+final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelegate {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Phase {
+        /// No request in progress.
+        case awaitingHead
+        /// A head was parsed; an upstream connection is being opened.
+        case connecting
+        /// The request body (possibly empty) flows upstream.
+        case forwardingBody
+        /// The request was sent whole; the response is awaited or streaming.
+        case requestComplete
+        /// After 101: raw bytes both ways.
+        case tunnel
+        case closing
+    }
+
+    private let loop: EventLoopContext
+    private let settings: ProxySettings
+    private var context: ChannelHandlerContext!
+    private var parser: HTTP1Parser
+    private var inbound = ByteBuffer()
+    private var client: ClientInfo
+    private var ids = RequestIDGenerator()
+    private var phase = Phase.awaitingHead
+    private var phaseSince = NIODeadline.now()
+    private var headStartedAt: NIODeadline? = nil
+    private var lastClientActivity = NIODeadline.now()
+    private var timer: Scheduled<Void>? = nil
+    private var draining = false
+    private var needsFlush = false
+    private var needsUpstreamFlush = false
+    private var readPausedForUpstream = false
+    private var readPausedForPipeline = false
+    private var pendingRead = false
+    private var closeScheduled = false
+    private var inProcess = false
+    private var clientInputClosed = false
+    /// Counts exchanges, so that a late connect callback can tell it belongs to an old one.
+    private var exchangeID = 0
+
+    // MARK: The exchange in flight
+
+    private var method = HTTP1Method.get
+    private var clientHTTP11 = true
+    private var clientKeepAlive = true
+    private var upgradeRequested = false
+    private var expectsContinue = false
+    private var requestFraming = HTTP1BodyFraming.none
+    private var requestHead: ByteBuffer? = nil
+    private var backend: BackendPool? = nil
+    private var endpoint: Endpoint? = nil
+    private var upstream: UpstreamConnection? = nil
+    private var upstreamReused = false
+    private var retried = false
+    private var bodyBytesSent = false
+    private var requestDone = false
+    private var responseStarted = false
+    private var responseChunked = false
+    private var closeAfterResponse = false
+    private var informationalInProgress = false
+
+    init(loop: EventLoopContext) {
+        self.loop = loop
+        self.settings = loop.settings
+        self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
+        self.client = ClientInfo(remote: nil, local: nil, proto: "http")
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: "http")
+        loop.registry.add(self)
+        phaseSince = .now()
+        scheduleTimer()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        loop.registry.remove(self)
+        timer?.cancel()
+        timer = nil
+        if let upstream {
+            // The client is gone: the upstream exchange cannot complete cleanly.
+            self.upstream = nil
+            upstream.close()
+        }
+        phase = .closing
+        inbound = ByteBuffer()
+        context.fireChannelInactive()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readPausedForUpstream || readPausedForPipeline {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let incoming = unwrapInboundIn(data)
+        lastClientActivity = .now()
+        switch phase {
+        case .tunnel:
+            upstream?.write(incoming)
+            needsUpstreamFlush = true
+            return
+        case .closing:
+            return
+        default:
+            break
+        }
+        if inbound.readableBytes == 0 {
+            inbound = incoming
+        } else {
+            // A fresh view of the unread bytes, so that growing it copies only those.
+            inbound = inbound.slice()
+            var more = incoming
+            inbound.writeBuffer(&more)
+        }
+        process()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsUpstreamFlush {
+            needsUpstreamFlush = false
+            upstream?.flush()
+        }
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        upstream?.setReadPaused(!context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // Resets and I/O errors: the connection is over.
+        forceClose()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            // Half-closed by the client: answer what it already sent, then close.
+            clientInputClosed = true
+            switch phase {
+            case .awaitingHead:
+                process()
+                flushIfNeeded()
+            case .forwardingBody where !requestDone:
+                // The body can never complete.
+                forceClose()
+            default:
+                break
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: - Requests
+
+    private func process() {
+        // Events can arrive while the loop below runs (a write failing synchronously); the
+        // outer loop picks up whatever phase they leave behind.
+        if inProcess { return }
+        inProcess = true
+        defer { inProcess = false }
+        while true {
+            switch phase {
+            case .awaitingHead:
+                let event = inbound.withUnsafeReadableBytes { parser.parse($0) }
+                switch event {
+                case .needMore(let consumed):
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    if clientInputClosed {
+                        closeAfterFlush()
+                        return
+                    }
+                    if inbound.readableBytes > 0 && headStartedAt == nil { headStartedAt = .now() }
+                    return
+                case .head(let consumed):
+                    headStartedAt = nil
+                    startExchange(headLength: consumed)
+                case .error(let e):
+                    respondLocal(status: e.status, detail: "\(e.reason)", close: true)
+                    return
+                case .body, .end:
+                    respondLocal(status: 400, detail: "unexpected request state", close: true)
+                    return
+                }
+            case .forwardingBody:
+                let event = inbound.withUnsafeReadableBytes { parser.parse($0) }
+                switch event {
+                case .needMore(let consumed):
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    return
+                case .body(let range, let consumed):
+                    let slice = inbound.getSlice(at: inbound.readerIndex + range.lowerBound, length: range.count)!
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    forwardRequestBody(slice)
+                case .end(let trailers, let consumed):
+                    if requestFraming == .chunked, let upstream {
+                        var last = context.channel.allocator.buffer(capacity: 5 + trailers.count)
+                        last.writeStaticString("0\r\n")
+                        if !trailers.isEmpty {
+                            _ = inbound.withUnsafeReadableBytes { p in last.writeBytes(UnsafeRawBufferPointer(rebasing: p[trailers])) }
+                        }
+                        last.writeStaticString("\r\n")
+                        upstream.write(last)
+                    }
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    requestDone = true
+                    if let upstream {
+                        upstream.flush()
+                        needsUpstreamFlush = false
+                    }
+                    setPhase(.requestComplete)
+                case .error(let e):
+                    // The body broke its own framing: nothing more from this client can be trusted.
+                    if let upstream {
+                        self.upstream = nil
+                        upstream.close()
+                    }
+                    if responseStarted {
+                        forceClose()
+                    } else {
+                        respondLocal(status: e.status, detail: "\(e.reason)", close: true)
+                    }
+                    return
+                case .head:
+                    respondLocal(status: 400, detail: "unexpected request state", close: true)
+                    return
+                }
+            case .connecting, .requestComplete:
+                // Bytes here are the next (pipelined) request; they wait, within a bound.
+                if inbound.readableBytes > settings.maxBufferedPipelineBytes && !readPausedForPipeline {
+                    readPausedForPipeline = true
+                }
+                return
+            case .tunnel:
+                if inbound.readableBytes > 0, let upstream {
+                    upstream.write(inbound)
+                    upstream.flush()
+                    inbound = ByteBuffer()
+                }
+                return
+            case .closing:
+                return
+            }
+        }
+    }
+
+    private func setPhase(_ p: Phase) {
+        phase = p
+        phaseSince = .now()
+    }
+
+    private func startExchange(headLength: Int) {
+        let head = parser.head
+        exchangeID &+= 1
+        method = head.method
+        clientHTTP11 = head.isHTTP11OrLater
+        clientKeepAlive = !head.wantsClose
+        requestFraming = head.framing
+        expectsContinue = head.expectsContinue && head.framing != .none
+        upgradeRequested = head.hasUpgrade && head.connectionUpgrade && clientHTTP11
+        requestDone = false
+        responseStarted = false
+        responseChunked = false
+        bodyBytesSent = false
+        retried = false
+        informationalInProgress = false
+        closeAfterResponse = draining || !clientKeepAlive
+
+        if method == .connect {
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 405, detail: "CONNECT is not served by this proxy", close: true)
+            return
+        }
+        if head.targetForm == .asterisk {
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 400, detail: "asterisk-form target is not proxied", close: requestFraming != .none)
+            return
+        }
+        let snapshot = loop.config.snapshot
+        let pool = inbound.withUnsafeReadableBytes { p -> BackendPool? in
+            let host = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
+            return snapshot.backend(host: UnsafeRawBufferPointer(rebasing: p[host]), path: UnsafeRawBufferPointer(rebasing: p[head.target]))
+        }
+        guard let pool else {
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 404, detail: "no route for this host and path", close: requestFraming != .none)
+            return
+        }
+        guard let chosen = pool.next() else {
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)", close: requestFraming != .none)
+            return
+        }
+        let forwardFraming: HTTP1BodyFraming
+        switch requestFraming {
+        case .chunked: forwardFraming = .chunked
+        case .contentLength(let n): forwardFraming = .contentLength(n)
+        case .none, .closeDelimited: forwardFraming = .none
+        }
+        var out = context.channel.allocator.buffer(capacity: head.headLength + 320)
+        inbound.withUnsafeReadableBytes { p in
+            ForwardedHeads.writeRequestHead(
+                into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
+                upgrade: upgradeRequested, ids: &ids)
+        }
+        inbound.moveReaderIndex(forwardBy: headLength)
+        requestHead = out
+        backend = pool
+        endpoint = chosen
+        if let conn = loop.upstreams.acquire(chosen) {
+            attach(conn, reused: true)
+        } else {
+            connect(to: chosen)
+        }
+    }
+
+    private func connect(to endpoint: Endpoint) {
+        setPhase(.connecting)
+        let id = exchangeID
+        loop.upstreams.connect(endpoint).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let conn):
+                guard self.phase == .connecting, self.exchangeID == id else {
+                    self.loop.upstreams.release(conn)
+                    return
+                }
+                self.attach(conn, reused: false)
+                self.process()
+                self.flushIfNeeded()
+            case .failure(let error):
+                guard self.phase == .connecting, self.exchangeID == id else { return }
+                let failure: UpstreamError
+                if let ce = error as? ChannelError, case .connectTimeout = ce {
+                    failure = .connectTimeout
+                } else {
+                    failure = .connectFailed("\(error)")
+                }
+                self.respondUpstreamFailure(failure)
+            }
+        }
+    }
+
+    private func attach(_ conn: UpstreamConnection, reused: Bool) {
+        upstream = conn
+        upstreamReused = reused
+        conn.attach(self, requestIsHead: method == .head)
+        if let requestHead { conn.write(requestHead) }
+        setPhase(.forwardingBody)
+        if requestFraming == .none {
+            conn.flush()
+        } else {
+            needsUpstreamFlush = true
+            if expectsContinue {
+                // Our own 100 Continue (Expect is not forwarded): the client may send the body now.
+                var c = context.channel.allocator.buffer(capacity: 25)
+                c.writeStaticString(LocalResponse.continue100)
+                context.writeAndFlush(wrapOutboundOut(c), promise: nil)
+            }
+        }
+        conn.setReadPaused(!context.channel.isWritable)
+        updateReadPause(upstreamWritable: conn.isWritable)
+    }
+
+    private func forwardRequestBody(_ slice: ByteBuffer) {
+        guard let upstream, slice.readableBytes > 0 else { return }
+        bodyBytesSent = true
+        requestHead = nil
+        if requestFraming == .chunked {
+            var h = context.channel.allocator.buffer(capacity: 18)
+            ForwardedHeads.writeChunkHeader(&h, size: slice.readableBytes)
+            upstream.write(h)
+            upstream.write(slice)
+            var crlf = context.channel.allocator.buffer(capacity: 2)
+            crlf.writeStaticString("\r\n")
+            upstream.write(crlf)
+        } else {
+            upstream.write(slice)
+        }
+        needsUpstreamFlush = true
+    }
+
+    // MARK: - Upstream events
+
+    func upstreamResponseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
+        if head.isInformational {
+            informationalInProgress = true
+            if head.status == 101 {
+                guard upgradeRequested else {
+                    upstreamFailed(.invalidResponse(HTTP1ParseError(.malformed, "101 without an upgrade request")))
+                    return
+                }
+                writeResponseHead(head, buffer: buffer, keepCL: false, chunked: false, connection: .upgrade)
+                responseStarted = true
+                requestHead = nil
+                setPhase(.tunnel)
+                context.flush()
+                upstream?.enterTunnel()
+                process()
+                return
+            }
+            if head.status == 100 || !clientHTTP11 { return }
+            writeResponseHead(head, buffer: buffer, keepCL: false, chunked: false, connection: .none)
+            needsFlush = true
+            return
+        }
+        informationalInProgress = false
+        requestHead = nil
+        var keepCL = false
+        var chunked = false
+        switch head.framing {
+        case .contentLength, .none:
+            keepCL = true
+        case .chunked, .closeDelimited:
+            if clientHTTP11 { chunked = true } else { closeAfterResponse = true }
+        }
+        if head.framing != .none && method == .head { keepCL = true; chunked = false }
+        if !requestDone { closeAfterResponse = true }
+        let directive: ConnectionDirective = closeAfterResponse ? .close : (clientHTTP11 ? .none : .keepAlive)
+        responseChunked = chunked
+        responseStarted = true
+        writeResponseHead(head, buffer: buffer, keepCL: keepCL, chunked: chunked, connection: directive)
+        needsFlush = true
+    }
+
+    private func writeResponseHead(_ head: HTTP1Head, buffer: ByteBuffer, keepCL: Bool, chunked: Bool, connection: ConnectionDirective) {
+        var out = context.channel.allocator.buffer(capacity: head.headLength + 64)
+        buffer.withUnsafeReadableBytes { p in
+            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked, connection: connection)
+        }
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        if responseChunked {
+            var h = context.channel.allocator.buffer(capacity: 18)
+            ForwardedHeads.writeChunkHeader(&h, size: body.readableBytes)
+            context.write(wrapOutboundOut(h), promise: nil)
+            context.write(wrapOutboundOut(body), promise: nil)
+            var crlf = context.channel.allocator.buffer(capacity: 2)
+            crlf.writeStaticString("\r\n")
+            context.write(wrapOutboundOut(crlf), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(body), promise: nil)
+        }
+        needsFlush = true
+    }
+
+    func upstreamResponseEnd(trailers: ByteBuffer?) {
+        if informationalInProgress {
+            informationalInProgress = false
+            return
+        }
+        if responseChunked {
+            var last = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
+            last.writeStaticString("0\r\n")
+            if var t = trailers { last.writeBuffer(&t) }
+            last.writeStaticString("\r\n")
+            context.write(wrapOutboundOut(last), promise: nil)
+        }
+        needsFlush = true
+        finishExchange()
+    }
+
+    func upstreamTunnelData(_ data: ByteBuffer) {
+        context.write(wrapOutboundOut(data), promise: nil)
+        needsFlush = true
+    }
+
+    func upstreamReadComplete() {
+        flushIfNeeded()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        updateReadPause(upstreamWritable: isWritable)
+    }
+
+    func upstreamFailed(_ error: UpstreamError) {
+        if phase == .tunnel {
+            upstream = nil
+            closeAfterFlush()
+            return
+        }
+        guard let conn = upstream else { return }
+        upstream = nil
+        conn.close()
+        if responseStarted {
+            // A truncated response must not look complete: close without ending it.
+            loop.logger.warning("response truncated", metadata: ["reason": "\(error)", "upstream": "\(conn.endpoint)"])
+            forceClose()
+            return
+        }
+        if case .closedBeforeResponse = error, upstreamReused, !retried, !bodyBytesSent, method.isIdempotent,
+           requestHead != nil, let endpoint {
+            // A kept-alive connection the upstream closed as we reused it: replay once on a new one.
+            retried = true
+            connect(to: endpoint)
+            return
+        }
+        respondUpstreamFailure(error)
+    }
+
+    private func respondUpstreamFailure(_ error: UpstreamError) {
+        upstream?.close()
+        upstream = nil
+        loop.logger.warning("upstream failure", metadata: [
+            "status": "\(error.status)", "reason": "\(error)", "upstream": "\(endpoint?.description ?? "-")",
+        ])
+        respondLocal(status: error.status, detail: error.description, close: false, logged: true)
+    }
+
+    // MARK: - Ending exchanges
+
+    private func finishExchange() {
+        if let conn = upstream {
+            upstream = nil
+            if requestDone { loop.upstreams.release(conn) } else { conn.close() }
+        }
+        requestHead = nil
+        backend = nil
+        if closeAfterResponse {
+            closeAfterFlush()
+            return
+        }
+        setPhase(.awaitingHead)
+        if readPausedForPipeline {
+            readPausedForPipeline = false
+            resumeReadingIfPossible()
+        }
+        if inbound.readableBytes > 0 { process() }
+        flushIfNeeded()
+    }
+
+    /// Answers the current request from the proxy itself. The connection stays open only when
+    /// the request's framing is certain and no body of it is left unread.
+    private func respondLocal(status: Int, detail: String, close: Bool, logged: Bool = false) {
+        if !logged {
+            let meta: Logger.Metadata = ["status": "\(status)", "reason": "\(detail)", "client": "\(String(decoding: client.ip, as: UTF8.self))"]
+            if status >= 500 {
+                loop.logger.warning("request failed", metadata: meta)
+            } else {
+                loop.logger.info("request refused", metadata: meta)
+            }
+        }
+        let closing = close || closeAfterResponse || draining || (!requestDone && requestFraming != .none)
+        let buf = LocalResponse.make(status: status, detail: detail, close: closing, headRequest: method == .head,
+                                     server: settings.serverName, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(buf), promise: nil)
+        needsFlush = true
+        requestHead = nil
+        if let upstream {
+            self.upstream = nil
+            upstream.close()
+        }
+        if closing {
+            closeAfterFlush()
+            return
+        }
+        if !requestDone {
+            // The body-less request's end is still in the parser.
+            let event = inbound.withUnsafeReadableBytes { parser.parse($0) }
+            guard case .end(_, let consumed) = event else {
+                closeAfterFlush()
+                return
+            }
+            inbound.moveReaderIndex(forwardBy: consumed)
+        }
+        setPhase(.awaitingHead)
+        if readPausedForPipeline {
+            readPausedForPipeline = false
+            resumeReadingIfPossible()
+        }
+        process()
+        flushIfNeeded()
+    }
+
+    private func closeAfterFlush() {
+        guard !closeScheduled else { return }
+        closeScheduled = true
+        if let upstream {
+            self.upstream = nil
+            upstream.close()
+        }
+        phase = .closing
+        needsFlush = false
+        let ctx = context!
+        ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+            ctx.close(promise: nil)
+        }
+    }
+
+    func forceClose() {
+        if let upstream {
+            self.upstream = nil
+            upstream.close()
+        }
+        phase = .closing
+        context?.close(promise: nil)
+    }
+
+    func beginDrain() {
+        draining = true
+        if phase == .awaitingHead && inbound.readableBytes == 0 {
+            closeAfterFlush()
+        } else {
+            closeAfterResponse = true
+        }
+    }
+
+    private func flushIfNeeded() {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+
+    // MARK: - Backpressure
+
+    private func updateReadPause(upstreamWritable: Bool) {
+        let pause = !upstreamWritable && (phase == .forwardingBody || phase == .tunnel)
+        if pause != readPausedForUpstream {
+            readPausedForUpstream = pause
+            if !pause { resumeReadingIfPossible() }
+        }
+    }
+
+    private func resumeReadingIfPossible() {
+        if pendingRead && !readPausedForUpstream && !readPausedForPipeline {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    // MARK: - Timeouts
+
+    /// One timer per connection, re-armed when it fires: no scheduling per request.
+    private func scheduleTimer() {
+        let tick = TimeAmount.milliseconds(500)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: tick) {
+            self.timer = nil
+            guard self.phase != .closing else { return }
+            self.checkTimeouts()
+            if self.phase != .closing { self.scheduleTimer() }
+        }
+    }
+
+    private func checkTimeouts() {
+        let now = NIODeadline.now()
+        switch phase {
+        case .awaitingHead:
+            if let started = headStartedAt {
+                if now - started >= settings.headTimeout {
+                    respondLocal(status: 408, detail: "request head not received in time", close: true)
+                }
+            } else if now - phaseSince >= (exchangeID == 0 ? settings.headTimeout : settings.keepAliveTimeout) {
+                forceClose()
+            }
+        case .connecting:
+            break  // the connect timeout of the bootstrap answers
+        case .forwardingBody:
+            if now - lastClientActivity >= settings.clientBodyTimeout && !requestDone {
+                loop.logger.info("client body timeout", metadata: ["client": "\(String(decoding: client.ip, as: UTF8.self))"])
+                if responseStarted { forceClose() } else { respondLocal(status: 408, detail: "request body not received in time", close: true) }
+            } else if let upstream, now - max(upstream.lastUpstreamActivity, lastClientActivity) >= settings.upstreamReadTimeout {
+                upstreamTimedOut()
+            }
+        case .requestComplete:
+            if let upstream, now - upstream.lastUpstreamActivity >= settings.upstreamReadTimeout {
+                upstreamTimedOut()
+            }
+        case .tunnel, .closing:
+            break
+        }
+    }
+
+    private func upstreamTimedOut() {
+        guard let conn = upstream else { return }
+        upstream = nil
+        conn.close()
+        if responseStarted {
+            loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(conn.endpoint)"])
+            forceClose()
+        } else {
+            respondUpstreamFailure(.readTimeout)
+        }
+    }
+}

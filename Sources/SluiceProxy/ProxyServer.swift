@@ -1,0 +1,100 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SluiceUpstream
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The listeners and event loops of one running proxy.
+public final class ProxyServer: Sendable {
+    public let group: MultiThreadedEventLoopGroup
+    public let config: ConfigStore
+    public let settings: ProxySettings
+    let loops: [EventLoopContext]
+    let logger: Logger
+    private let channels = Mutex<[Channel]>([])
+
+    public init(workers: Int, config: ConfigStore, settings: ProxySettings, logger: Logger) {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, workers))
+        self.config = config
+        self.settings = settings
+        self.logger = logger
+        var loops: [EventLoopContext] = []
+        for el in group.makeIterator() {
+            loops.append(EventLoopContext(eventLoop: el, config: config, settings: settings, logger: logger))
+        }
+        self.loops = loops
+        for l in loops { l.upstreams.start() }
+    }
+
+    private func context(for el: EventLoop) -> EventLoopContext {
+        for l in loops where l.eventLoop === el { return l }
+        preconditionFailure("event loop not of this server")
+    }
+
+    /// Opens a plain-HTTP listener. One listening socket per event loop (SO_REUSEPORT), so that
+    /// accepting never hops threads and the kernel spreads connections over the workers.
+    @discardableResult
+    public func listenHTTP(host: String, port: Int) async throws -> SocketAddress {
+        var bound: SocketAddress? = nil
+        var boundPort = port
+        for l in loops {
+            let ctx = l
+            let channel = try await ServerBootstrap(group: l.eventLoop, childGroup: l.eventLoop)
+                .serverChannelOption(.backlog, value: 4096)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx))
+                    }
+                }
+                .bind(host: host, port: boundPort).get()
+            if bound == nil {
+                bound = channel.localAddress
+                // With port 0 the first bind picks a port; the other loops join it.
+                boundPort = channel.localAddress?.port ?? port
+            }
+            channels.withLock { $0.append(channel) }
+        }
+        return bound!
+    }
+
+    /// Graceful stop: close listeners, let requests in flight finish (bounded), close the rest.
+    public func shutdown() async {
+        let listeners = channels.withLock { c in
+            let all = c
+            c = []
+            return all
+        }
+        for ch in listeners { try? await ch.close() }
+        for l in loops { l.eventLoop.execute { l.registry.drain() } }
+        let deadline = NIODeadline.now() + settings.drainTimeout
+        while NIODeadline.now() < deadline {
+            var open = 0
+            for l in loops {
+                open += (try? await l.eventLoop.submit { l.registry.count }.get()) ?? 0
+            }
+            if open == 0 { break }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        for l in loops {
+            try? await l.eventLoop.submit {
+                l.registry.closeAll()
+                l.upstreams.closeAll()
+            }.get()
+        }
+        try? await group.shutdownGracefully()
+    }
+
+    /// Closes idle upstream connections to endpoints the current configuration no longer uses.
+    public func pruneUpstreams() {
+        let keep = config.snapshot.endpoints
+        for l in loops { l.eventLoop.execute { l.upstreams.closeIdle(notIn: keep) } }
+    }
+}

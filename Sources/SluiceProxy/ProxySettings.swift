@@ -1,0 +1,26 @@
+import NIOCore
+import SluiceHTTP1
+
+/// Limits and timeouts of the data plane (DESIGN.md's defaults; the README lists them).
+public struct ProxySettings: Sendable {
+    public var requestLimits = HTTP1Limits.default
+    public var responseLimits = HTTP1Limits.default
+    /// A client that started a head must finish it within this time (408).
+    public var headTimeout: TimeAmount = .seconds(10)
+    /// A keep-alive connection with no request in progress is closed after this time.
+    public var keepAliveTimeout: TimeAmount = .seconds(75)
+    public var upstreamConnectTimeout: TimeAmount = .seconds(5)
+    /// No byte from the upstream for this long while a response is awaited or streaming (504).
+    public var upstreamReadTimeout: TimeAmount = .seconds(60)
+    /// No byte from the client for this long while its body is being forwarded.
+    public var clientBodyTimeout: TimeAmount = .seconds(60)
+    public var upstreamIdleTimeout: TimeAmount = .seconds(30)
+    /// Bytes of pipelined requests held while a response is in progress before reading pauses.
+    public var maxBufferedPipelineBytes = 64 * 1024
+    /// How long a graceful shutdown waits for requests in flight.
+    public var drainTimeout: TimeAmount = .seconds(30)
+    /// The value of the Server header on responses the proxy makes itself.
+    public var serverName = "sluice"
+
+    public init() {}
+}

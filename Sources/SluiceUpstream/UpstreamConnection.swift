@@ -1,0 +1,236 @@
+import NIOCore
+import SluiceHTTP1
+
+/// One keep-alive connection to a backend, and the handler at the end of its pipeline.
+///
+/// It parses responses with `HTTP1Parser` and hands heads, body slices and the end to the
+/// delegate attached for the current request; between requests it sits in its event loop's
+/// `UpstreamConnectionPool`. Everything happens on that one event loop.
+public final class UpstreamConnection: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    enum Mode {
+        case http
+        case tunnel
+        case closed
+    }
+
+    public let endpoint: Endpoint
+    private var context: ChannelHandlerContext?
+    private var parser: HTTP1Parser
+    private var inbound: ByteBuffer
+    private var mode: Mode = .http
+    private var delegate: UpstreamResponseDelegate?
+    /// Any byte of the current response seen (a reset before that may be retried).
+    public private(set) var sawResponseBytes = false
+    /// The upstream said it will close, or framing was in doubt: never reuse.
+    public private(set) var mustClose = false
+    public private(set) var requestsSent = 0
+    var idleSince = NIODeadline.now()
+    var lastActivity = NIODeadline.now()
+    private var readPaused = false
+    private var pendingRead = false
+
+    public init(endpoint: Endpoint, limits: HTTP1Limits = .default) {
+        self.endpoint = endpoint
+        self.parser = HTTP1Parser(kind: .response, limits: limits)
+        self.inbound = ByteBuffer()
+    }
+
+    public var isUsable: Bool {
+        mode == .http && !mustClose && (context?.channel.isActive ?? false) && inbound.readableBytes == 0 && parser.isIdle
+    }
+
+    public var isWritable: Bool { context?.channel.isWritable ?? false }
+    public var channel: Channel? { context?.channel }
+    /// When the connection last saw a byte from the upstream.
+    public var lastUpstreamActivity: NIODeadline { lastActivity }
+
+    // MARK: - Request side (called by the proxy)
+
+    /// Makes `delegate` the receiver of the next response.
+    public func attach(_ delegate: UpstreamResponseDelegate, requestIsHead: Bool) {
+        self.delegate = delegate
+        sawResponseBytes = false
+        requestsSent += 1
+        lastActivity = .now()
+        parser.responseToHead = requestIsHead
+    }
+
+    /// Forgets the delegate; the connection is idle (or about to be closed).
+    public func detach() {
+        delegate = nil
+        readPaused = false
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    public func write(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    public func flush() {
+        context?.flush()
+    }
+
+    /// Stops (or resumes) reading from the upstream while the downstream cannot take more.
+    public func setReadPaused(_ paused: Bool) {
+        readPaused = paused
+        if !paused && pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    /// After a 101: every further byte is forwarded raw in both directions.
+    public func enterTunnel() {
+        mode = .tunnel
+        mustClose = true
+        if inbound.readableBytes > 0 {
+            let rest = inbound
+            inbound = ByteBuffer()
+            delegate?.upstreamTunnelData(rest)
+        }
+    }
+
+    public func close() {
+        mustClose = true
+        delegate = nil
+        guard let context, mode != .closed else { return }
+        mode = .closed
+        context.close(promise: nil)
+    }
+
+    /// The request could not be completed: the connection's framing is in doubt.
+    public func markUnreusable() {
+        mustClose = true
+    }
+
+    // MARK: - ChannelHandler
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if readPaused {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let incoming = unwrapInboundIn(data)
+        lastActivity = .now()
+        switch mode {
+        case .closed:
+            return
+        case .tunnel:
+            delegate?.upstreamTunnelData(incoming)
+            return
+        case .http:
+            break
+        }
+        guard delegate != nil else {
+            // Bytes on an idle connection belong to no request: the framing is broken.
+            mustClose = true
+            close()
+            return
+        }
+        sawResponseBytes = true
+        if inbound.readableBytes == 0 {
+            inbound = incoming
+        } else {
+            inbound = inbound.slice()
+            var more = incoming
+            inbound.writeBuffer(&more)
+        }
+        process()
+    }
+
+    private func process() {
+        while mode == .http, let delegate {
+            let event = inbound.withUnsafeReadableBytes { parser.parse($0) }
+            switch event {
+            case .needMore(let consumed):
+                inbound.moveReaderIndex(forwardBy: consumed)
+                return
+            case .head(let consumed):
+                let head = parser.head
+                if head.wantsClose { mustClose = true }
+                let view = inbound
+                inbound.moveReaderIndex(forwardBy: consumed)
+                delegate.upstreamResponseHead(head, buffer: view)
+                if head.status == 101 || parser.responseToConnect {
+                    // The delegate decides whether to tunnel; nothing here is HTTP any more.
+                    return
+                }
+            case .body(let range, let consumed):
+                let slice = inbound.getSlice(at: inbound.readerIndex + range.lowerBound, length: range.count)!
+                inbound.moveReaderIndex(forwardBy: consumed)
+                delegate.upstreamResponseBody(slice)
+            case .end(let trailers, let consumed):
+                let t = trailers.isEmpty ? nil : inbound.getSlice(at: inbound.readerIndex + trailers.lowerBound, length: trailers.count)
+                inbound.moveReaderIndex(forwardBy: consumed)
+                let informational = parser.head.isInformational
+                if !informational { self.delegate = nil }
+                delegate.upstreamResponseEnd(trailers: t)
+                if !informational {
+                    if inbound.readableBytes > 0 {
+                        // More bytes than the response held: the upstream is out of sync.
+                        mustClose = true
+                    }
+                    return
+                }
+            case .error(let e):
+                mustClose = true
+                self.delegate = nil
+                delegate.upstreamFailed(.invalidResponse(e))
+                close()
+                return
+            }
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let wasTunnel = mode == .tunnel
+        mode = .closed
+        mustClose = true
+        guard let delegate else { return }
+        self.delegate = nil
+        if wasTunnel {
+            delegate.upstreamFailed(.closedMidResponse)
+            return
+        }
+        if let event = parser.finish() {
+            if case .end = event {
+                delegate.upstreamResponseEnd(trailers: nil)
+                return
+            }
+        }
+        delegate.upstreamFailed(sawResponseBytes ? .closedMidResponse : .closedBeforeResponse)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A reset or I/O error: channelInactive follows and reports it to the delegate.
+        mustClose = true
+        context.close(promise: nil)
+    }
+}

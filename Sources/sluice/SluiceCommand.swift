@@ -1,0 +1,132 @@
+import ArgumentParser
+import Dispatch
+import Logging
+import NIOCore
+import NIOPosix
+import SluiceProxy
+import SluiceUpstream
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct SluiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "An HTTP ingress controller and reverse proxy driven by Kubernetes Ingress manifests.",
+        subcommands: [Serve.self, Echo.self]
+    )
+}
+
+/// `HOST:PORT` as a command-line value.
+struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
+    var host: String
+    var port: Int
+
+    init?(argument: String) {
+        guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]),
+              port >= 0, port < 65536 else { return nil }
+        var host = String(argument[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+func bootstrapLogging(level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var h = StreamLogHandler.standardError(label: label)
+        h.logLevel = level
+        return h
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the Ingress rules in --rules.")
+
+    @Option(help: "Folder of Kubernetes manifests (Ingress, Service, EndpointSlice, Secret, IngressClass).")
+    var rules: String = "ingress-rules"
+
+    @Option(help: "Folder of certificates: <secretName>/tls.crt and tls.key.")
+    var certs: String = "certs"
+
+    @Option(help: "Plain HTTP listener.")
+    var http: ListenAddress = ListenAddress(argument: "127.0.0.1:8080")!
+
+    @Option(help: "HTTPS listener (arrives with TLS support).")
+    var https: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
+
+    @Option(help: "Admin listener (arrives with the admin interface).")
+    var admin: ListenAddress = ListenAddress(argument: "127.0.0.1:9901")!
+
+    @Option(help: "Event loops (worker threads); default: one per core.")
+    var workers: Int = System.coreCount
+
+    @Option(name: .customLong("default-backend"), help: "HOST:PORT that serves every request no rule matches.")
+    var defaultBackend: String?
+
+    @Option(help: "Seconds a graceful shutdown waits for requests in flight.")
+    var drainTimeout: Int = 30
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    mutating func run() async throws {
+        bootstrapLogging(level: Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "sluice")
+        var settings = ProxySettings()
+        settings.drainTimeout = .seconds(Int64(drainTimeout))
+        var fallback: BackendPool? = nil
+        if let spec = defaultBackend {
+            do {
+                fallback = BackendPool(name: "default-backend", endpoints: [try Endpoint(parsing: spec)])
+            } catch {
+                throw ValidationError("--default-backend: \(error)")
+            }
+        }
+        let store = ConfigStore(ConfigSnapshot(generation: 1, defaultBackend: fallback))
+        let server = ProxyServer(workers: workers, config: store, settings: settings, logger: logger)
+        let bound = try await server.listenHTTP(host: http.host, port: http.port)
+        logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])
+        print("sluice serving http on \(bound) with \(workers) worker(s)")
+
+        let stop = AsyncStream<Int32> { continuation in
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { continuation.yield(sig) }
+                source.resume()
+                SignalSources.keep(source)
+            }
+        }
+        for await sig in stop {
+            logger.info("signal received: draining", metadata: ["signal": "\(sig)"])
+            await server.shutdown()
+            logger.info("stopped")
+            return
+        }
+    }
+}
+
+/// Keeps signal sources alive for the life of the process.
+enum SignalSources {
+    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+    static func keep(_ s: DispatchSourceSignal) { sources.append(s) }
+}
+
+struct Echo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "A small HTTP/1.1 echo backend for demos, tests and benchmarks.")
+
+    @Option(help: "Address to listen on.")
+    var listen: ListenAddress = ListenAddress(argument: "127.0.0.1:9000")!
+
+    @Option(help: "The name reported in every response.")
+    var name: String = "echo"
+
+    mutating func run() async throws {
+        try await EchoServer.run(host: listen.host, port: listen.port, name: name)
+    }
+}
