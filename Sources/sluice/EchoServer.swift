@@ -5,7 +5,8 @@ import SluiceHTTP1
 /// `sluice echo`: a small HTTP/1.1 backend for demos, tests and benchmarks.
 ///
 /// Every request gets 200 and a JSON description of what arrived. Query parameters make it
-/// misbehave on purpose for tests: `status=N`, `delay_ms=N`, `bytes=N` (a body of N bytes,
+/// misbehave on purpose for tests (`conn_seq` counts requests on the backend connection, which
+/// shows upstream keep-alive): `status=N`, `delay_ms=N`, `bytes=N` (a body of N bytes,
 /// streamed with backpressure), `chunked=1`, `close=1`. `GET /healthz` answers 200 `ok`.
 /// `Upgrade: websocket` is accepted and every frame is echoed back.
 enum EchoServer {
@@ -22,7 +23,7 @@ enum EchoServer {
                 }
             }
             .bind(host: host, port: port).get()
-        print("sluice echo '\(name)' listening on \(channel.localAddress.map { "\($0)" } ?? "?")")
+        say("sluice echo '\(name)' listening on \(channel.localAddress.map { "\($0)" } ?? "?")")
         try await channel.closeFuture.get()
     }
 }
@@ -41,6 +42,7 @@ final class EchoHandler: ChannelInboundHandler {
     private var wsBuffer = ByteBuffer()
     private var streaming: (remaining: Int64, chunked: Bool)? = nil
     private var busy = false
+    private var requestsOnConnection = 0
 
     struct Controls {
         var status = 200
@@ -148,6 +150,8 @@ final class EchoHandler: ChannelInboundHandler {
         j += ",\"host\":" + jsonString(host)
         j += ",\"proto\":\"HTTP/\(head.versionMajor).\(head.versionMinor)\""
         j += ",\"headers\":{" + headers.map { jsonString($0.0) + ":" + jsonString($0.1) }.joined(separator: ",") + "}"
+        requestsOnConnection += 1
+        j += ",\"conn_seq\":\(requestsOnConnection)"
         json = j
         bodyBytes = 0
     }

@@ -36,6 +36,17 @@ struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
+/// Writes a status line to stdout at once, even when stdout is a pipe (scripts wait for it).
+func say(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if n <= 0 { return }
+        off += n
+    }
+}
+
 func bootstrapLogging(level: Logger.Level) {
     LoggingSystem.bootstrap { label in
         var h = StreamLogHandler.standardError(label: label)
@@ -91,7 +102,7 @@ struct Serve: AsyncParsableCommand {
         let server = ProxyServer(workers: workers, config: store, settings: settings, logger: logger)
         let bound = try await server.listenHTTP(host: http.host, port: http.port)
         logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])
-        print("sluice serving http on \(bound) with \(workers) worker(s)")
+        say("sluice serving http on \(bound) with \(workers) worker(s)")
 
         let stop = AsyncStream<Int32> { continuation in
             for sig in [SIGTERM, SIGINT] {

@@ -1,0 +1,55 @@
+# Sluice — two commands: `make run` and `make test`. Everything else is a helper they call.
+SHELL := /bin/bash
+SWIFT ?= swift
+RELEASE_BIN := .build/release/sluice
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# What the build, the demo and the tests need from apt.
+APT_BUILD := libssl-dev libnghttp2-dev pkg-config openssl
+APT_TEST := curl python3
+APT_BENCH := wrk nginx-light haproxy nghttp2-client
+LLHTTP_CORPUS ?= $(abspath ../shared/corpora/llhttp)
+HTTP ?= 127.0.0.1:8080
+
+.PHONY: run test build deps test-deps bench-deps certs clean bench
+
+# Installs whatever of the listed apt packages is missing (nothing when all are present).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_BUILD))
+
+test-deps: deps
+	$(call apt_install,$(APT_TEST))
+
+bench-deps: deps
+	$(call apt_install,$(APT_BENCH))
+
+build: deps
+	$(SWIFT) build -c release --product sluice
+
+# A development CA and a certificate for the demo hosts, made once (TLS serving arrives with its issue).
+certs: deps
+	@./scripts/dev-certs.sh certs
+
+# Demo: three echo backends and the proxy serving ingress-rules/ on $(HTTP).
+run: build certs
+	@./scripts/run-demo.sh $(RELEASE_BIN) $(HTTP)
+
+test: test-deps build
+	@if [ -d "$(LLHTTP_CORPUS)/request" ]; then echo "llhttp corpus: $(LLHTTP_CORPUS)"; \
+	  else echo "llhttp corpus not found at $(LLHTTP_CORPUS): corpus tests SKIPPED"; fi
+	$(SWIFT) build --build-tests
+	SLUICE_BIN=$(abspath $(RELEASE_BIN)) SLUICE_LLHTTP_CORPUS=$(LLHTTP_CORPUS) $(SWIFT) test --skip-build
+
+bench: bench-deps build
+	@./benchmarks/run.sh
+
+clean:
+	rm -rf .build .run

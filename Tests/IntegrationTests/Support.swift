@@ -1,0 +1,263 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Locating things
+
+enum Paths {
+    static let repo: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The `sluice` binary under test: $SLUICE_BIN, else the newest of the release and debug builds.
+    static let sluice: String = {
+        if let p = ProcessInfo.processInfo.environment["SLUICE_BIN"] { return p }
+        let candidates = [".build/release/sluice", ".build/debug/sluice"].map { repo.appendingPathComponent($0).path }
+        let existing = candidates.filter { FileManager.default.isExecutableFile(atPath: $0) }
+        func mtime(_ p: String) -> Date {
+            ((try? FileManager.default.attributesOfItem(atPath: p))?[.modificationDate] as? Date) ?? .distantPast
+        }
+        return existing.max { mtime($0) < mtime($1) } ?? candidates[0]
+    }()
+
+    static func tool(_ name: String) -> String? {
+        for dir in ["/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin"] {
+            let p = dir + "/" + name
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+}
+
+// MARK: - Processes
+
+/// A child process whose output is collected, ended by PID when the test is done.
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    private let out = Pipe()
+    private let lock = NSLock()
+    private var collected = Data()
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        process.standardOutput = out
+        process.standardError = out
+        out.fileHandleForReading.readabilityHandler = { [weak self] h in
+            let d = h.availableData
+            guard let self, !d.isEmpty else { return }
+            self.lock.lock()
+            self.collected.append(d)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    var output: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: collected, as: UTF8.self)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits until the output matches `pattern` and returns the first capture group.
+    func waitFor(_ pattern: String, timeout: Double = 20) throws -> String {
+        let regex = try NSRegularExpression(pattern: pattern)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let text = output
+            if let m = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) {
+                if m.numberOfRanges > 1, let r = Range(m.range(at: 1), in: text) { return String(text[r]) }
+                return String(text[Range(m.range, in: text)!])
+            }
+            if !process.isRunning { break }
+            usleep(20_000)
+        }
+        throw TestFailure("'\(pattern)' not seen in output of \(process.executableURL!.lastPathComponent): \(output)")
+    }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Waits for exit; returns the status, or nil on timeout.
+    func waitForExit(timeout: Double = 20) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        out.fileHandleForReading.readabilityHandler = nil
+    }
+
+    deinit { stop() }
+
+    /// Peak resident memory of the process in KiB (VmHWM), or current RSS with `peak: false`.
+    func memoryKiB(peak: Bool = true) -> Int? {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        let key = peak ? "VmHWM:" : "VmRSS:"
+        for line in s.split(separator: "\n") where line.hasPrefix(key) {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        }
+        return nil
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+// MARK: - A proxy with echo backends
+
+/// `sluice echo` backends and a `sluice serve` in front of them, on free loopback ports.
+final class Stack: @unchecked Sendable {
+    var backends: [(name: String, port: Int, process: ChildProcess)] = []
+    var proxy: ChildProcess!
+    var port = 0
+
+    /// Starts `names.count` echo backends; with `defaultBackend`, the proxy forwards everything to the first.
+    init(backends names: [String] = ["a"], proxyArguments: [String] = [], defaultBackend: Bool = true) throws {
+        for n in names { try startBackend(n) }
+        var args = ["serve", "--http", "127.0.0.1:0", "--workers", "2", "--rules", emptyDirectory(), "--drain-timeout", "10"]
+        if defaultBackend, let first = backends.first { args += ["--default-backend", "127.0.0.1:\(first.port)"] }
+        args += proxyArguments
+        proxy = try ChildProcess(Paths.sluice, args)
+        port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+    }
+
+    func startBackend(_ name: String, port: Int = 0) throws {
+        let p = try ChildProcess(Paths.sluice, ["echo", "--listen", "127.0.0.1:\(port)", "--name", name])
+        let bound = Int(try p.waitFor(#"listening on \S*:(\d+)"#))!
+        backends.append((name, bound, p))
+    }
+
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    func stop() {
+        proxy?.stop()
+        for b in backends { b.process.stop() }
+    }
+
+    deinit { stop() }
+}
+
+func emptyDirectory() -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-empty-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir.path
+}
+
+// MARK: - Clients
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a real client (curl, python3, wrk …) to completion, bounded by `timeout`.
+@discardableResult
+func run(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Double = 60) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : (Paths.tool(executable) ?? executable))
+    p.arguments = arguments
+    let tmp = FileManager.default.temporaryDirectory
+    let outURL = tmp.appendingPathComponent("sluice-test-out-\(UUID())")
+    let errURL = tmp.appendingPathComponent("sluice-test-err-\(UUID())")
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
+    }
+    let outHandle = try FileHandle(forWritingTo: outURL)
+    let errHandle = try FileHandle(forWritingTo: errURL)
+    p.standardOutput = outHandle
+    p.standardError = errHandle
+    let i = Pipe()
+    p.standardInput = i
+    try p.run()
+    if let input { i.fileHandleForWriting.write(input) }
+    try? i.fileHandleForWriting.close()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning {
+        p.terminate()
+    }
+    p.waitUntilExit()
+    try? outHandle.close()
+    try? errHandle.close()
+    let out = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+    return CommandResult(status: p.terminationStatus, stdout: out, stderr: err)
+}
+
+func curl(_ args: [String], timeout: Double = 60) throws -> CommandResult {
+    try run("curl", ["-sS", "--max-time", String(Int(timeout))] + args, timeout: timeout + 5)
+}
+
+/// A blocking TCP client for byte-exact requests.
+final class RawClient {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if r != 0 { throw TestFailure("connect to \(port) failed: errno \(errno)") }
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ s: String) { send(Array(s.utf8)) }
+
+    func send(_ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+
+    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads until the peer closes, `until` appears, or the timeout passes.
+    func receive(until marker: String? = nil, timeout: Double = 5) -> (text: String, closed: Bool) {
+        var data = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return (String(decoding: data, as: UTF8.self), true) }
+            if n < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { continue }
+                return (String(decoding: data, as: UTF8.self), true)
+            }
+            data += buf[0..<n]
+            if let marker, String(decoding: data, as: UTF8.self).contains(marker) { break }
+        }
+        return (String(decoding: data, as: UTF8.self), false)
+    }
+
+    /// Reads until the peer closes (or the timeout): whether it closed, and everything received.
+    func receiveUntilClosed(timeout: Double = 5) -> (text: String, closed: Bool) {
+        receive(until: nil, timeout: timeout)
+    }
+}
+
+/// The number of complete HTTP responses in a byte stream (status lines).
+func statusLines(_ s: String) -> [String] {
+    s.utf8.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }.filter { $0.hasPrefix("HTTP/1.1 ") }
+}

@@ -1,0 +1,85 @@
+import NIOCore
+import SluiceHTTP1
+import Testing
+@testable import SluiceProxy
+
+/// The head rewriting rules, without a channel.
+struct ForwardedHeadsTests {
+    func parse(_ s: String, kind: HTTP1Parser.Kind = .request) -> (HTTP1Head, [UInt8]) {
+        var p = HTTP1Parser(kind: kind)
+        let bytes = Array(s.utf8)
+        let e = bytes.withUnsafeBytes { p.parse($0) }
+        guard case .head = e else { Issue.record("no head: \(e)"); return (HTTP1Head(), bytes) }
+        return (p.head, bytes)
+    }
+
+    func requestHead(_ s: String, framing: HTTP1BodyFraming = .none, upgrade: Bool = false) -> String {
+        let (head, bytes) = parse(s)
+        var out = ByteBuffer()
+        var ids = RequestIDGenerator()
+        let client = ClientInfo(remote: try! SocketAddress(ipAddress: "192.0.2.7", port: 5555),
+                                local: try! SocketAddress(ipAddress: "127.0.0.1", port: 8080), proto: "http")
+        bytes.withUnsafeBytes { p in
+            ForwardedHeads.writeRequestHead(into: &out, head: head, bytes: p, client: client, framing: framing, upgrade: upgrade, ids: &ids)
+        }
+        return String(buffer: out)
+    }
+
+    @Test func hopByHopFieldsAreDroppedAndFramingRewritten() {
+        let out = requestHead("POST /x HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nTransfer-Encoding: chunked\r\nX-Keep: yes\r\n\r\n", framing: .chunked)
+        #expect(out.hasPrefix("POST /x HTTP/1.1\r\nHost: a.test\r\nX-Keep: yes\r\n"))
+        for gone in ["Connection:", "X-Hop", "Keep-Alive", "TE:", "Proxy-Connection", "Transfer-Encoding: chunked"] {
+            #expect(!out.contains(gone), "\(gone) forwarded")
+        }
+        #expect(out.contains("transfer-encoding: chunked\r\n"))
+        #expect(out.contains("x-forwarded-for: 192.0.2.7\r\n"))
+        #expect(out.contains("x-real-ip: 192.0.2.7\r\n"))
+        #expect(out.contains("x-forwarded-port: 8080\r\n"))
+        #expect(out.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test func clientForwardedValuesAreReplacedExceptTheForChain() {
+        let out = requestHead("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 9.9.9.9\r\n\r\n")
+        #expect(out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 192.0.2.7\r\n"))
+        #expect(out.contains("x-forwarded-proto: http\r\n"))
+        #expect(!out.contains("https"))
+        #expect(!out.contains("9.9.9.9"))
+    }
+
+    @Test func absoluteFormBecomesOriginFormWithItsHost() {
+        let out = requestHead("GET http://b.test:81?q HTTP/1.1\r\nHost: ignored\r\n\r\n")
+        #expect(out.hasPrefix("GET /?q HTTP/1.1\r\nhost: b.test:81\r\n"))
+        #expect(!out.contains("ignored\r\n"))
+        #expect(out.contains("x-forwarded-host: b.test:81\r\n"))
+    }
+
+    @Test func http10WithoutHostGetsOne() {
+        let out = requestHead("GET / HTTP/1.0\r\n\r\n")
+        #expect(out.hasPrefix("GET / HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"))
+    }
+
+    @Test func upgradeIsKeptOnlyWhenTunnelling() {
+        let up = requestHead("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", upgrade: true)
+        #expect(up.contains("Upgrade: websocket\r\n"))
+        #expect(up.contains("connection: upgrade\r\n"))
+        let plain = requestHead("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n")
+        #expect(!plain.contains("Upgrade"))
+    }
+
+    @Test func responseHeadIsReframed() {
+        let (head, bytes) = parse("HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\n", kind: .response)
+        var out = ByteBuffer()
+        bytes.withUnsafeBytes { p in
+            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: false, chunked: true, connection: .close)
+        }
+        #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\nX-App: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+    }
+
+    @Test func chunkHeadersAreLowercaseHex() {
+        for (n, s) in [(1, "1"), (15, "f"), (16, "10"), (65536, "10000"), (0, "0")] {
+            var b = ByteBuffer()
+            ForwardedHeads.writeChunkHeader(&b, size: n)
+            #expect(String(buffer: b) == s + "\r\n")
+        }
+    }
+}
