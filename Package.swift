@@ -18,11 +18,17 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         .target(
             name: "SluiceHTTP1",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: hotPathSettings
+        ),
+        .target(
+            name: "SluiceRouting",
+            dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: hotPathSettings
         ),
         .target(
@@ -38,6 +44,7 @@ let package = Package(
             name: "SluiceProxy",
             dependencies: [
                 "SluiceHTTP1",
+                "SluiceRouting",
                 "SluiceUpstream",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -50,6 +57,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceHTTP1",
+                "SluiceRouting",
                 "SluiceUpstream",
                 "SluiceProxy",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -61,6 +69,10 @@ let package = Package(
         .testTarget(
             name: "SluiceHTTP1Tests",
             dependencies: ["SluiceHTTP1", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "SluiceRoutingTests",
+            dependencies: ["SluiceRouting"]
         ),
         .testTarget(
             name: "SluiceProxyTests",

@@ -1,27 +1,56 @@
 import Atomics
 import NIOCore
+import SluiceRouting
 import SluiceUpstream
 
 /// One immutable configuration: built off the event loops, swapped whole, read once per request.
 public final class ConfigSnapshot: Sendable, AtomicReference {
     public let generation: Int
-    /// Serves every request no rule matches; nil means such requests get 404.
-    public let defaultBackend: BackendPool?
+    public let table: RouteTable
+    /// One pool per `table.backends` entry (nil where the backend has no endpoint: 503).
+    public let pools: [BackendPool?]
+    /// `--default-backend`: serves requests that no rule and no Ingress default backend match.
+    public let fallback: BackendPool?
+    public let problems: [ConfigProblem]
 
-    public init(generation: Int, defaultBackend: BackendPool?) {
+    public init(generation: Int, table: RouteTable = RouteTable(), fallback: BackendPool? = nil, problems: [ConfigProblem] = []) {
         self.generation = generation
-        self.defaultBackend = defaultBackend
+        self.table = table
+        self.fallback = fallback
+        self.problems = problems
+        var pools: [BackendPool?] = []
+        for b in table.backends {
+            let endpoints = b.addresses.compactMap { try? Endpoint(host: $0.ip, port: $0.port) }
+            pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints))
+        }
+        self.pools = pools
     }
 
-    /// Where a request for `host` and `path` goes. Hosts are already normalised by the caller.
+    /// The outcome of routing one request.
+    public enum Decision {
+        case forward(BackendPool)
+        /// The route exists but its backend cannot take requests (503), with the reason.
+        case unavailable(String)
+        case noRoute
+    }
+
+    /// Routes normalised host and path bytes.
     @inlinable
-    public func backend(host: UnsafeRawBufferPointer, path: UnsafeRawBufferPointer) -> BackendPool? {
-        defaultBackend
+    public func decide(host: UnsafeRawBufferPointer, path: UnsafeRawBufferPointer) -> Decision {
+        guard let r = table.lookup(host: host, path: path) else {
+            if let fallback { return .forward(fallback) }
+            return .noRoute
+        }
+        let b = table.routes[r].backend
+        if let pool = pools[b] { return .forward(pool) }
+        return .unavailable(table.backends[b].problem ?? "no ready endpoint for \(table.backends[b].name)")
     }
 
     /// Every endpoint this configuration can send to (idle connections to others are closed).
     public var endpoints: Set<Endpoint> {
-        Set(defaultBackend?.endpoints ?? [])
+        var s = Set(fallback?.endpoints ?? [])
+        for p in pools { if let p { s.formUnion(p.endpoints) } }
+        return s
     }
 }
 

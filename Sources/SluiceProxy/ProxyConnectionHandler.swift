@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SluiceHTTP1
+import SluiceRouting
 import SluiceUpstream
 
 /// Everything one event loop shares between its client connections.
@@ -22,7 +23,41 @@ final class EventLoopContext: @unchecked Sendable {
             eventLoop: eventLoop, connectTimeout: settings.upstreamConnectTimeout,
             idleTimeout: settings.upstreamIdleTimeout, responseLimits: settings.responseLimits)
         self.registry = ConnectionRegistry(eventLoop: eventLoop)
+        self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 8)
     }
+
+    deinit { scratch.deallocate() }
+
+    // MARK: Routing
+
+    /// Normalisation scratch space: the event loop routes one request at a time, so one buffer
+    /// serves all its connections and routing allocates nothing.
+    static let scratchSize = 64 * 1024
+    private let scratch: UnsafeMutableRawBufferPointer
+
+    /// Normalises host and path (query excluded) and asks the snapshot; nil when the path cannot
+    /// be normalised (it climbs above the root).
+    func route(_ snapshot: ConfigSnapshot, host: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) -> ConfigSnapshot.Decision? {
+        let hostOut = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<1024])
+        let pathOut = UnsafeMutableRawBufferPointer(rebasing: scratch[1024...])
+        guard let hn = RequestNormalizer.host(host, into: hostOut) else { return .noRoute }
+        let rawPath = UnsafeRawBufferPointer(rebasing: target[0..<RequestNormalizer.pathLength(target)])
+        let h = UnsafeRawBufferPointer(rebasing: hostOut[0..<hn])
+        if rawPath.isEmpty {
+            return snapshot.decide(host: h, path: UnsafeRawBufferPointer(rebasing: Self.rootPath[...]))
+        }
+        if !RequestNormalizer.needsNormalisation(rawPath) {
+            return snapshot.decide(host: h, path: rawPath)
+        }
+        guard let pn = RequestNormalizer.path(rawPath, into: pathOut) else { return nil }
+        return snapshot.decide(host: h, path: UnsafeRawBufferPointer(rebasing: pathOut[0..<pn]))
+    }
+
+    nonisolated(unsafe) static let rootPath: UnsafeRawBufferPointer = {
+        let p = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+        p[0] = UInt8(ascii: "/")
+        return UnsafeRawBufferPointer(p)
+    }()
 }
 
 /// One client connection: parses requests, forwards each to an upstream connection from the
@@ -326,13 +361,27 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
             return
         }
         let snapshot = loop.config.snapshot
-        let pool = inbound.withUnsafeReadableBytes { p -> BackendPool? in
-            let host = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
-            return snapshot.backend(host: UnsafeRawBufferPointer(rebasing: p[host]), path: UnsafeRawBufferPointer(rebasing: p[head.target]))
+        let decision = inbound.withUnsafeReadableBytes { p -> ConfigSnapshot.Decision? in
+            let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
+            let target = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
+            return loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[hostRange]),
+                              target: UnsafeRawBufferPointer(rebasing: p[target]))
         }
-        guard let pool else {
+        let pool: BackendPool
+        switch decision {
+        case .forward(let p)?:
+            pool = p
+        case .unavailable(let why)?:
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 503, detail: why, close: requestFraming != .none)
+            return
+        case .noRoute?:
             inbound.moveReaderIndex(forwardBy: headLength)
             respondLocal(status: 404, detail: "no route for this host and path", close: requestFraming != .none)
+            return
+        case nil:
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 400, detail: "the path climbs above the root or is too long", close: true)
             return
         }
         guard let chosen = pool.next() else {

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SluiceProxy
+import SluiceRouting
 import SluiceUpstream
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "An HTTP ingress controller and reverse proxy driven by Kubernetes Ingress manifests.",
-        subcommands: [Serve.self, Echo.self]
+        subcommands: [Serve.self, Check.self, Routes.self, Explain.self, Echo.self]
     )
 }
 
@@ -58,11 +59,7 @@ func bootstrapLogging(level: Logger.Level) {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve the Ingress rules in --rules.")
 
-    @Option(help: "Folder of Kubernetes manifests (Ingress, Service, EndpointSlice, Secret, IngressClass).")
-    var rules: String = "ingress-rules"
-
-    @Option(help: "Folder of certificates: <secretName>/tls.crt and tls.key.")
-    var certs: String = "certs"
+    @OptionGroup var rules: RulesOptions
 
     @Option(help: "Plain HTTP listener.")
     var http: ListenAddress = ListenAddress(argument: "127.0.0.1:8080")!
@@ -98,7 +95,16 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--default-backend: \(error)")
             }
         }
-        let store = ConfigStore(ConfigSnapshot(generation: 1, defaultBackend: fallback))
+        let loader = ConfigLoader(rulesDirectory: rules.rules, options: rules.routingOptions, fallback: fallback)
+        let (initial, compiled) = loader.load(generation: 1)
+        for p in compiled.problems {
+            if p.severity == .error { logger.error("\(p)") } else { logger.warning("\(p)") }
+        }
+        logger.info("configuration loaded", metadata: [
+            "generation": "1", "routes": "\(compiled.table.routes.count)", "backends": "\(compiled.table.backends.count)",
+            "errors": "\(compiled.errors.count)",
+        ])
+        let store = ConfigStore(initial)
         let server = ProxyServer(workers: workers, config: store, settings: settings, logger: logger)
         let bound = try await server.listenHTTP(host: http.host, port: http.port)
         logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])

@@ -1,0 +1,304 @@
+import Foundation
+
+/// Settings of the compile step that do not come from the manifests.
+public struct RoutingOptions: Sendable {
+    /// The IngressClass name Sluice serves (`spec.ingressClassName`).
+    public var className = "sluice"
+    /// The controller value an IngressClass names to hand its Ingresses to Sluice.
+    public var controllerName = "sluice.io/ingress-controller"
+    /// Serve Ingresses that name no class.
+    public var watchIngressWithoutClass = true
+    /// Where `certs/<secretName>/tls.crt` and `tls.key` are looked up.
+    public var certsDirectory: String? = nil
+    /// ExternalName answers on loopback, link-local or unspecified addresses are refused unless set.
+    public var allowLocalExternalNames = false
+    /// Resolves an ExternalName to addresses (injectable for tests).
+    public var resolve: @Sendable (String) -> [String] = RoutingOptions.systemResolve
+
+    public init() {}
+
+    public static let systemResolve: @Sendable (String) -> [String] = { name in
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var res: UnsafeMutablePointer<addrinfo>? = nil
+        guard getaddrinfo(name, nil, &hints, &res) == 0, let first = res else { return [] }
+        defer { freeaddrinfo(first) }
+        var out: [String] = []
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let a = p {
+            var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(a.pointee.ai_addr, a.pointee.ai_addrlen, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let s = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !out.contains(s) { out.append(s) }
+            }
+            p = a.pointee.ai_next
+        }
+        return out
+    }
+}
+
+/// The outcome of compiling a manifest set.
+public struct CompiledRoutes: Sendable {
+    public var table: RouteTable
+    public var problems: [ConfigProblem]
+    /// Ingresses left to another controller, with the reason.
+    public var ignored: [String]
+    /// TLS hosts → secret, for the TLS issue and for `routes`.
+    public var tlsHosts: [(host: String, secret: String)]
+
+    public var errors: [ConfigProblem] { problems.filter { $0.severity == .error } }
+}
+
+/// Builds the immutable `RouteTable` from manifests, with DESIGN.md's semantics.
+public enum RouteCompiler {
+    public static func compile(_ set: ManifestSet, options: RoutingOptions = RoutingOptions()) -> CompiledRoutes {
+        var b = Builder(set: set, options: options)
+        b.run()
+        return CompiledRoutes(table: b.table, problems: set.problems + b.problems, ignored: b.ignored, tlsHosts: b.tlsHosts)
+    }
+
+    struct Builder {
+        let set: ManifestSet
+        let options: RoutingOptions
+        var table = RouteTable()
+        var problems: [ConfigProblem] = []
+        var ignored: [String] = []
+        var tlsHosts: [(host: String, secret: String)] = []
+        var backendIndex: [String: Int] = [:]
+        var hostEntries: [String: Int32] = [:]
+        var services: [String: Service] = [:]
+        var endpointSets: [String: [EndpointSet]] = [:]
+
+        init(set: ManifestSet, options: RoutingOptions) {
+            self.set = set
+            self.options = options
+            for s in set.services { services[s.meta.key] = s }
+            for e in set.endpoints { endpointSets["\(e.meta.namespace)/\(e.serviceName)", default: []].append(e) }
+        }
+
+        mutating func run() {
+            let served = servedIngresses()
+            for ing in served {
+                var routesOfIngress: [Route] = []
+                for rule in ing.rules {
+                    for p in rule.paths {
+                        let backend = resolve(p.backend, in: ing)
+                        let length = p.path.count > 1 && p.path.hasSuffix("/") ? p.path.count - 1 : (p.path == "/" ? 0 : p.path.count)
+                        routesOfIngress.append(Route(host: rule.host, path: p.path, pathType: p.pathType, backend: backend,
+                                                     ingress: ing.meta.key, file: ing.meta.location.file, line: p.line,
+                                                     field: p.field, matchLength: length))
+                    }
+                }
+                for r in routesOfIngress { add(r, ingress: ing) }
+                for t in ing.tls { checkTLS(t, ing) }
+            }
+            if let ing = served.first(where: { $0.defaultBackend != nil }), let db = ing.defaultBackend {
+                let backend = resolve(db, in: ing)
+                table.routes.append(Route(host: nil, path: "/", pathType: .prefix, backend: backend, ingress: ing.meta.key,
+                                          file: ing.meta.location.file, line: db.line, field: db.field, matchLength: 0))
+                table.defaultRoute = Int32(table.routes.count - 1)
+                for other in served.dropFirst() where other.defaultBackend != nil && other.meta.key != ing.meta.key {
+                    problems.append(ConfigProblem(.warning, file: other.meta.location.file, line: other.defaultBackend!.line,
+                                                  object: other.label, field: "spec.defaultBackend",
+                                                  message: "ignored: the default backend of the older Ingress \(ing.meta.key) is used"))
+                }
+            }
+        }
+
+        /// Ingresses of our class, oldest first (creationTimestamp, then namespace/name).
+        mutating func servedIngresses() -> [Ingress] {
+            var classes: [String: IngressClass] = [:]
+            for c in set.ingressClasses { classes[c.meta.name] = c }
+            let defaultClass = set.ingressClasses.first { $0.isDefault }
+            var out: [Ingress] = []
+            for ing in set.ingresses {
+                if let cls = ing.ingressClassName {
+                    if cls == options.className || classes[cls]?.controller == options.controllerName {
+                        out.append(ing)
+                    } else {
+                        ignored.append("\(ing.label) (\(ing.meta.location.file):\(ing.meta.location.line)): class '\(cls)' is not served by Sluice")
+                    }
+                } else if let d = defaultClass, d.controller != options.controllerName, d.meta.name != options.className {
+                    ignored.append("\(ing.label): no class, and the default IngressClass '\(d.meta.name)' belongs to \(d.controller)")
+                } else if options.watchIngressWithoutClass {
+                    out.append(ing)
+                } else {
+                    ignored.append("\(ing.label): no ingressClassName (serving class-less Ingresses is turned off)")
+                }
+            }
+            return out.sorted { a, b in
+                if a.meta.creationTimestamp != b.meta.creationTimestamp { return a.meta.creationTimestamp < b.meta.creationTimestamp }
+                return a.meta.key < b.meta.key
+            }
+        }
+
+        mutating func hostEntry(_ host: String?) -> Int32 {
+            let key = host ?? ""
+            if let i = hostEntries[key] { return i }
+            table.hosts.append(HostRoutes())
+            let i = Int32(table.hosts.count - 1)
+            hostEntries[key] = i
+            if let host, host.hasPrefix("*.") {
+                let suffix = Array(host.dropFirst(2).utf8)
+                table.hostNames.append(suffix)
+                table.hostKinds.append(.wildcard)
+                suffix.withUnsafeBytes { table.wildcardIndex.insert(fnv1a($0), i) }
+            } else if let host {
+                let name = Array(host.utf8)
+                table.hostNames.append(name)
+                table.hostKinds.append(.exact)
+                name.withUnsafeBytes { table.exactHostIndex.insert(fnv1a($0), i) }
+            } else {
+                table.hostNames.append([])
+                table.hostKinds.append(.any)
+                table.anyHost = i
+            }
+            return i
+        }
+
+        mutating func add(_ route: Route, ingress: Ingress) {
+            let h = Int(hostEntry(route.host))
+            table.routes.append(route)
+            let ri = Int32(table.routes.count - 1)
+            var existing: Int32? = nil
+            let bytes = Array(route.path.utf8)
+            if route.pathType == .exact {
+                var hr = table.hosts[h]
+                let found = bytes.withUnsafeBytes { p -> Int32? in
+                    var i = hr.exact.first(fnv1a(p))
+                    while i >= 0 {
+                        if bytesEqual(hr.exactPaths[Int(i)], p) { return hr.exactRoutes[Int(i)] }
+                        i = hr.exact.next(i)
+                    }
+                    return nil
+                }
+                if let found {
+                    existing = found
+                } else {
+                    hr.exactPaths.append(bytes)
+                    hr.exactRoutes.append(ri)
+                    bytes.withUnsafeBytes { hr.exact.insert(fnv1a($0), Int32(hr.exactPaths.count - 1)) }
+                }
+                table.hosts[h] = hr
+            } else {
+                existing = table.hosts[h].trie.insert(path: bytes, route: ri)
+            }
+            table.hosts[h].all.append(ri)
+            if let existing {
+                let winner = table.routes[Int(existing)]
+                problems.append(ConfigProblem(
+                    .warning, file: route.file, line: route.line, object: ingress.label, field: route.field + ".path",
+                    message: "\(route.pathType.rawValue) \(route.path) on host \(route.host ?? "*") ties with Ingress \(winner.ingress) (\(winner.file):\(winner.line)); the older Ingress \(winner.ingress) wins"))
+            }
+        }
+
+        /// Service → port → targetPort → ready endpoints; shared per `namespace/service:port`.
+        mutating func resolve(_ b: IngressBackendSpec, in ing: Ingress) -> Int {
+            let ns = ing.meta.namespace
+            if let resource = b.resource {
+                return addBackend(key: "resource \(ns)/\(resource)", addresses: [],
+                                  problem: "resource backends (\(resource)) are not served by Sluice", report: (ing, b, .error))
+            }
+            let svcName = b.serviceName ?? ""
+            let portRef = b.servicePort ?? .number(0)
+            let key = "\(ns)/\(svcName):\(portRef)"
+            if let i = backendIndex[key] { return i }
+            guard let svc = services["\(ns)/\(svcName)"] else {
+                return addBackend(key: key, addresses: [], problem: "Service \(ns)/\(svcName) not found", report: (ing, b, .error))
+            }
+            let port: ServicePort?
+            switch portRef {
+            case .number(let n): port = svc.ports.first { $0.port == n }
+            case .name(let s): port = svc.ports.first { $0.name == s }
+            }
+            guard let port else {
+                let known = svc.ports.map { p in p.name.map { "\($0)/\(p.port)" } ?? "\(p.port)" }.joined(separator: ", ")
+                return addBackend(key: key, addresses: [], problem: "Service \(ns)/\(svcName) has no port \(portRef) (it has: \(known.isEmpty ? "none" : known))", report: (ing, b, .error))
+            }
+            if svc.type == "ExternalName", let name = svc.externalName {
+                let target: Int
+                if case .number(let n)? = port.targetPort { target = n } else { target = port.port }
+                var addrs = options.resolve(name)
+                let refused = addrs.filter(Self.isLocal)
+                if !options.allowLocalExternalNames { addrs.removeAll(where: Self.isLocal) }
+                if addrs.isEmpty {
+                    let why = refused.isEmpty ? "ExternalName \(name) did not resolve" : "ExternalName \(name) resolves to local addresses only (\(refused.joined(separator: ", "))); refused"
+                    return addBackend(key: key, addresses: [], problem: why, report: (ing, b, .warning))
+                }
+                return addBackend(key: key, addresses: addrs.map { .init(ip: $0, port: target) }, problem: nil, report: nil)
+            }
+            let sets = endpointSets["\(ns)/\(svcName)"] ?? []
+            var addresses: [BackendTarget.Address] = []
+            for s in sets {
+                // EndpointSlice ports carry the Service port's name and the target port number.
+                var number: Int? = s.ports.first { $0.name == (port.name ?? "") }?.port
+                if number == nil, s.ports.count == 1, svc.ports.count == 1 { number = s.ports[0].port }
+                if number == nil {
+                    switch port.targetPort {
+                    case .number(let n)?: number = n
+                    case .name(let n)?: number = s.ports.first { $0.name == n }?.port
+                    case nil: number = port.port
+                    }
+                }
+                guard let n = number else { continue }
+                for a in s.readyAddresses {
+                    let addr = BackendTarget.Address(ip: a, port: n)
+                    if !addresses.contains(addr) { addresses.append(addr) }
+                }
+            }
+            if addresses.isEmpty {
+                let why = sets.isEmpty ? "Service \(ns)/\(svcName) has no endpoints (no EndpointSlice labelled kubernetes.io/service-name: \(svcName))"
+                    : "Service \(ns)/\(svcName) has no ready endpoint for port \(portRef)"
+                return addBackend(key: key, addresses: [], problem: why, report: (ing, b, .warning))
+            }
+            return addBackend(key: key, addresses: addresses, problem: nil, report: nil)
+        }
+
+        static func isLocal(_ ip: String) -> Bool {
+            ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("169.254.") || ip.lowercased().hasPrefix("fe80:")
+                || ip == "0.0.0.0" || ip == "::"
+        }
+
+        mutating func addBackend(key: String, addresses: [BackendTarget.Address], problem: String?,
+                                 report: (Ingress, IngressBackendSpec, ConfigProblem.Severity)?) -> Int {
+            if let (ing, b, severity) = report, let problem {
+                problems.append(ConfigProblem(severity, file: ing.meta.location.file, line: b.line, object: ing.label,
+                                              field: b.field + (b.resource == nil ? ".service" : ".resource"), message: problem))
+            }
+            if let i = backendIndex[key] { return i }
+            table.backends.append(BackendTarget(name: key, addresses: addresses, problem: problem))
+            backendIndex[key] = table.backends.count - 1
+            return table.backends.count - 1
+        }
+
+        mutating func checkTLS(_ t: IngressTLS, _ ing: Ingress) {
+            guard let secret = t.secretName, !secret.isEmpty else {
+                for h in t.hosts { tlsHosts.append((h, "(default certificate)")) }
+                return
+            }
+            var found = set.secrets.contains { $0.meta.namespace == ing.meta.namespace && $0.meta.name == secret }
+            if !found, let dir = options.certsDirectory {
+                let crt = dir + "/" + secret + "/tls.crt", key = dir + "/" + secret + "/tls.key"
+                if let c = try? String(contentsOfFile: crt, encoding: .utf8), let k = try? String(contentsOfFile: key, encoding: .utf8) {
+                    if let err = Validation.pemError(certificate: c, key: k) {
+                        problems.append(ConfigProblem(.error, file: ing.meta.location.file, line: t.line, object: ing.label,
+                                                      field: "spec.tls.secretName", message: "\(dir)/\(secret): \(err)"))
+                    }
+                    found = true
+                }
+            }
+            if !found {
+                problems.append(ConfigProblem(.error, file: ing.meta.location.file, line: t.line, object: ing.label, field: "spec.tls.secretName",
+                                              message: "TLS secret \(ing.meta.namespace)/\(secret) not found: no Secret manifest of type kubernetes.io/tls and no \(options.certsDirectory ?? "certs")/\(secret)/tls.crt + tls.key"))
+            }
+            let ruleHosts = Set(ing.rules.compactMap(\.host))
+            for h in t.hosts {
+                tlsHosts.append((h, "\(ing.meta.namespace)/\(secret)"))
+                if !ruleHosts.contains(h) {
+                    problems.append(ConfigProblem(.warning, file: ing.meta.location.file, line: t.line, object: ing.label, field: "spec.tls.hosts",
+                                                  message: "\(h) has TLS but no rule in this Ingress; TLS applies to hosts in both"))
+                }
+            }
+        }
+    }
+}
