@@ -56,7 +56,9 @@ public enum ManifestLoader {
         var decoder = ManifestDecoder(file: file)
         decoder.set.files = [file]
         do {
-            for doc in try Yams.compose_all(yaml: text) {
+            // The parser, not compose_all's sequence, so that an error midway is thrown, not dropped.
+            let parser = try Parser(yaml: text)
+            while let doc = try parser.nextRoot() {
                 decoder.document(doc)
             }
         } catch {
@@ -219,7 +221,7 @@ struct ManifestDecoder {
             ingress.tls.append(IngressTLS(hosts: hosts, secretName: tm["secretName"]?.string, line: t.mark?.line ?? 0))
         }
         let rules = spec["rules"]?.sequence ?? []
-        if rules.isEmpty && ingress.defaultBackend == nil {
+        if rules.isEmpty && spec["defaultBackend"] == nil {
             problem(m["spec"], "spec", "an Ingress needs rules or a defaultBackend", line: m["spec"]?.mark?.line ?? meta.location.line)
         }
         for (ri, r) in rules.enumerated() {

@@ -5,6 +5,11 @@ public struct BackendTarget: Sendable, Equatable {
     public struct Address: Sendable, Hashable {
         public var ip: String
         public var port: Int
+
+        public init(ip: String, port: Int) {
+            self.ip = ip
+            self.port = port
+        }
     }
 
     /// `namespace/service:port`
