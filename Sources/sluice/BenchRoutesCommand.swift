@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import SluiceRouting
+
+/// `sluice bench-routes`: generates N Ingresses over H hosts, then reports load + compile time
+/// and route lookups per second. Used by benchmarks/routes.sh; not part of the stable CLI.
+struct BenchRoutes: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-routes", abstract: "Benchmark rule loading, compiling and lookups.", shouldDisplay: false)
+
+    @Option var ingresses = 10_000
+    @Option var hosts = 2_000
+    @Option var lookups = 2_000_000
+    @Option var rounds = 5
+    @Option(help: "Also write the generated manifests into this folder (for reload tests).")
+    var write: String?
+
+    func run() throws {
+        let yaml = Self.generate(ingresses: ingresses, hosts: hosts)
+        if let write {
+            try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
+            try yaml.write(toFile: write + "/generated.yaml", atomically: true, encoding: .utf8)
+        }
+        var loadTimes: [Double] = [], compileTimes: [Double] = []
+        var compiled: CompiledRoutes? = nil
+        for _ in 0..<rounds {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let set = ManifestLoader.load(text: yaml, file: "generated.yaml")
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            let c = RouteCompiler.compile(set)
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            loadTimes.append(Double(t1 - t0) / 1e6)
+            compileTimes.append(Double(t2 - t1) / 1e6)
+            compiled = c
+        }
+        guard let c = compiled else { return }
+        if !c.errors.isEmpty { print("unexpected errors: \(c.errors.prefix(3))") }
+
+        // Requests: a mix of exact hosts, wildcard hosts, deep and shallow paths, misses.
+        var requests: [([UInt8], [UInt8])] = []
+        var g = SystemRandomNumberGenerator()
+        for i in 0..<4096 {
+            let k = Int.random(in: 0..<ingresses, using: &g)
+            let h = k % hosts
+            var host = h < 50 ? "x\(i).wild\(h).example.com" : "host\(h).example.com"
+            if i % 8 == 0 { host = "unknown\(i).example.net" }
+            let path: String
+            switch i % 4 {
+            case 0: path = "/api/v\(k)/items/\(i)"
+            case 1: path = "/static/app\(k).js"
+            case 2: path = "/svc\(k)/deep/path/segment/\(i)"
+            default: path = "/svc\(k)/shallow"
+            }
+            requests.append((Array(host.utf8), Array(path.utf8)))
+        }
+        var hits = 0
+        var best = Double.infinity
+        for _ in 0..<rounds {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for k in 0..<lookups {
+                let (h, p) = requests[k & 4095]
+                h.withUnsafeBytes { hb in p.withUnsafeBytes { pb in
+                    if c.table.lookup(host: hb, path: pb) != nil { hits &+= 1 }
+                } }
+            }
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            best = min(best, Double(t1 - t0) / Double(lookups))
+        }
+        func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+        print("ingresses=\(ingresses) hosts=\(hosts) routes=\(c.table.routes.count) backends=\(c.table.backends.count) yaml=\(yaml.utf8.count / 1024) KiB")
+        print(String(format: "load (YAML → objects): median %.1f ms", median(loadTimes)))
+        print(String(format: "compile (objects → RouteTable): median %.1f ms", median(compileTimes)))
+        print(String(format: "load + compile: median %.1f ms", median(zip(loadTimes, compileTimes).map { $0 + $1 })))
+        print(String(format: "lookup: %.1f ns (best of %d rounds of %d), %.1f M lookups/s, hit ratio %.2f",
+                     best, rounds, lookups, 1000 / best, Double(hits) / Double(rounds * lookups)))
+    }
+
+    /// Ingress i serves host (i % hosts) with three paths of its own; the first 50 hosts are wildcards.
+    static func generate(ingresses: Int, hosts: Int) -> String {
+        var y = ""
+        let services = 100
+        for s in 0..<services {
+            y += """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: svc\(s), namespace: bench}
+            spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: svc\(s)-a, namespace: bench, labels: {kubernetes.io/service-name: svc\(s)}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080}]
+            endpoints: [{addresses: [10.0.\(s / 250).\(s % 250 + 1)]}]
+            ---
+
+            """
+        }
+        for i in 0..<ingresses {
+            let h = i % hosts
+            let host = h < 50 ? "*.wild\(h).example.com" : "host\(h).example.com"
+            let svc = i % services
+            y += """
+            apiVersion: networking.k8s.io/v1
+            kind: Ingress
+            metadata: {name: ing\(i), namespace: bench, creationTimestamp: "2026-01-01T00:00:\(String(format: "%02d", i % 60))Z"}
+            spec:
+              ingressClassName: sluice
+              rules:
+                - host: "\(host)"
+                  http:
+                    paths:
+                      - {path: /svc\(i)/deep, pathType: Prefix, backend: {service: {name: svc\(svc), port: {number: 80}}}}
+                      - {path: /api/v\(i), pathType: Prefix, backend: {service: {name: svc\((svc + 1) % services), port: {number: 80}}}}
+                      - {path: /static/app\(i).js, pathType: Exact, backend: {service: {name: svc\((svc + 2) % services), port: {name: http}}}}
+            ---
+
+            """
+        }
+        return y
+    }
+}

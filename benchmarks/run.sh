@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 benchmark: Sluice, nginx and haproxy in front of one nginx backend, all on
+# 127.0.0.1, interleaved (A B C, A B C, …), every load run bounded by wrk's -d.
+# Writes benchmarks/out/<timestamp>/ (raw wrk output) and prints a Markdown summary of ratios.
+#
+#   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" ./benchmarks/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WORKERS=${WORKERS:-"1 2"}
+CONNS=${CONNS:-"50"}
+SIZES=${SIZES:-"13"}
+PROXIES=${PROXIES:-"sluice nginx haproxy"}
+SLUICE=${SLUICE:-.build/release/sluice}
+BACKEND_PORT=18080
+declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083)
+out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out/www"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
+printf 'Hello, world!' > "$out/www/13"
+head -c 1024 /dev/zero | tr '\0' 'a' > "$out/www/1024"
+head -c 65536 /dev/zero | tr '\0' 'b' > "$out/www/65536"
+cat > "$out/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $PWD/$out/backend.pid;
+error_log $PWD/$out/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND_PORT reuseport; root $PWD/$out/www; location / { default_type text/plain; } }
+}
+CONF
+nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids+=($!)
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+start_proxy() {  # name workers → pid
+  local name=$1 w=$2 port=${PORT[$1]}
+  case $name in
+    sluice)
+      "$SLUICE" serve --rules "$out/empty-rules" --http 127.0.0.1:$port --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning >"$out/sluice.log" 2>&1 &
+      ;;
+    nginx)
+      cat > "$out/nginx-proxy.conf" <<CONF
+worker_processes $w;
+daemon off;
+pid $PWD/$out/nginx-proxy.pid;
+error_log $PWD/$out/nginx-proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$port reuseport;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
+  }
+}
+CONF
+      nginx -c "$PWD/$out/nginx-proxy.conf" -p "$PWD/$out" >"$out/nginx-proxy.log" 2>&1 &
+      ;;
+    haproxy)
+      cat > "$out/haproxy.cfg" <<CONF
+global
+  nbthread $w
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$BACKEND_PORT
+CONF
+      haproxy -f "$out/haproxy.cfg" -db >"$out/haproxy.log" 2>&1 &
+      ;;
+  esac
+  echo $!
+}
+
+mkdir -p "$out/empty-rules"
+wait_port $BACKEND_PORT
+{
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024/1024)" GiB"}' /proc/meminfo), $(uname -r)"
+  echo "versions: $("$SLUICE" --version 2>/dev/null || echo sluice-dev) | $(nginx -v 2>&1) | $(haproxy -v | head -1) | $(wrk -v 2>&1 | head -1)"
+  echo "settings: rounds=$ROUNDS duration=${DURATION}s workers=[$WORKERS] conns=[$CONNS] sizes=[$SIZES]"
+} > "$out/meta.txt"
+
+for w in $WORKERS; do
+  for c in $CONNS; do
+    for size in $SIZES; do
+      for r in $(seq "$ROUNDS"); do
+        for p in $PROXIES; do
+          pid=$(start_proxy "$p" "$w")
+          pids+=("$pid")
+          wait_port "${PORT[$p]}"
+          # warm the upstream pool, then measure
+          wrk -t1 -c"$c" -d1s "http://127.0.0.1:${PORT[$p]}/$size" >/dev/null 2>&1 || true
+          wrk -t1 -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$p]}/$size" > "$out/w$w-c$c-s$size-r$r-$p.txt" 2>&1 || true
+          kill "$pid" 2>/dev/null || true
+          wait "$pid" 2>/dev/null || true
+          sleep 0.5
+        done
+      done
+    done
+  done
+done
+python3 benchmarks/summarize.py "$out" | tee "$out/summary.md"

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Summarises a benchmarks/run.sh output folder: median req/s, p50, p99 per proxy, and Sluice's ratios."""
+import re, statistics, sys, pathlib, collections
+
+def parse(path):
+    t = path.read_text()
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+    def lat(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", t, re.M)
+        if not m: return None
+        v, u = float(m.group(1)), m.group(2)
+        return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    sock = re.search(r"Socket errors: (.*)", t)
+    return (float(rps.group(1)) if rps else 0.0, lat(50), lat(99), int(errors.group(1)) if errors else 0, sock.group(1) if sock else "")
+
+out = pathlib.Path(sys.argv[1])
+runs = collections.defaultdict(lambda: collections.defaultdict(list))
+for f in sorted(out.glob("w*-c*-s*-r*-*.txt")):
+    m = re.match(r"w(\d+)-c(\d+)-s(\d+)-r(\d+)-(\w+)\.txt", f.name)
+    w, c, s, r, proxy = m.groups()
+    runs[(int(w), int(c), int(s))][proxy].append(parse(f))
+
+print((out / "meta.txt").read_text())
+print("| workers | conns | body | proxy | median req/s | p50 ms | p99 ms | errors | sluice ÷ proxy (req/s) |")
+print("|---:|---:|---:|---|---:|---:|---:|---|---:|")
+for key in sorted(runs):
+    w, c, s = key
+    med = {}
+    for proxy, rs in runs[key].items():
+        med[proxy] = (statistics.median(x[0] for x in rs),
+                      statistics.median(x[1] for x in rs if x[1] is not None) if any(x[1] for x in rs) else None,
+                      statistics.median(x[2] for x in rs if x[2] is not None) if any(x[2] for x in rs) else None,
+                      sum(x[3] for x in rs), ";".join(x[4] for x in rs if x[4]))
+    for proxy in ["sluice", "nginx", "haproxy"]:
+        if proxy not in med: continue
+        rps, p50, p99, errs, sock = med[proxy]
+        ratio = "" if proxy == "sluice" or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
+        e = f"{errs} non-2xx" + (f"; sockets: {sock}" if sock else "") if errs or sock else "0"
+        print(f"| {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
