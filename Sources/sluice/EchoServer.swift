@@ -7,7 +7,8 @@ import SluiceHTTP1
 /// Every request gets 200 and a JSON description of what arrived. Query parameters make it
 /// misbehave on purpose for tests (`conn_seq` counts requests on the backend connection, which
 /// shows upstream keep-alive): `status=N`, `delay_ms=N`, `bytes=N` (a body of N bytes,
-/// streamed with backpressure), `chunked=1`, `close=1`. `GET /healthz` answers 200 `ok`.
+/// streamed with backpressure), `chunked=1`, `close=1`, `drop_next=1` (close the connection
+/// unanswered when its next request arrives). `GET /healthz` answers 200 `ok`.
 /// `Upgrade: websocket` is accepted and every frame is echoed back.
 enum EchoServer {
     static func run(host: String, port: Int, name: String) async throws {
@@ -43,6 +44,7 @@ final class EchoHandler: ChannelInboundHandler {
     private var streaming: (remaining: Int64, chunked: Bool)? = nil
     private var busy = false
     private var requestsOnConnection = 0
+    private var dropNextRequest = false
 
     struct Controls {
         var status = 200
@@ -50,6 +52,8 @@ final class EchoHandler: ChannelInboundHandler {
         var bytes: Int64? = nil
         var chunked = false
         var close = false
+        /// Close the connection, unanswered, when the next request on it arrives (a keep-alive race).
+        var dropNext = false
     }
 
     init(name: String) {
@@ -81,7 +85,13 @@ final class EchoHandler: ChannelInboundHandler {
                 inbound.moveReaderIndex(forwardBy: c)
                 return
             case .head(let c):
+                if dropNextRequest {
+                    busy = true
+                    context.close(promise: nil)
+                    return
+                }
                 inbound.withUnsafeReadableBytes { describe(head: parser.head, bytes: $0) }
+                dropNextRequest = controls.dropNext
                 inbound.moveReaderIndex(forwardBy: c)
                 if parser.head.expectsContinue {
                     var b = context.channel.allocator.buffer(capacity: 32)
@@ -122,6 +132,7 @@ final class EchoHandler: ChannelInboundHandler {
                 case "bytes": controls.bytes = Int64(kv[1])
                 case "chunked": controls.chunked = kv[1] == "1"
                 case "close": controls.close = kv[1] == "1"
+                case "drop_next": controls.dropNext = kv[1] == "1"
                 default: break
                 }
             }

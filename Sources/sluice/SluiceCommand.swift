@@ -77,7 +77,19 @@ struct Serve: AsyncParsableCommand {
     var defaultBackend: String?
 
     @Option(help: "Seconds a graceful shutdown waits for requests in flight.")
-    var drainTimeout: Int = 30
+    var drainTimeout: Double = 30
+
+    @Option(help: "Seconds a client has to send a whole request head (408).")
+    var headTimeout: Double = 10
+
+    @Option(help: "Seconds an idle keep-alive client connection stays open.")
+    var keepaliveTimeout: Double = 75
+
+    @Option(help: "Seconds to connect to an upstream (504).")
+    var upstreamConnectTimeout: Double = 5
+
+    @Option(help: "Seconds without a byte from the upstream while a response is due (504).")
+    var upstreamReadTimeout: Double = 60
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -86,7 +98,12 @@ struct Serve: AsyncParsableCommand {
         bootstrapLogging(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "sluice")
         var settings = ProxySettings()
-        settings.drainTimeout = .seconds(Int64(drainTimeout))
+        func amount(_ seconds: Double) -> TimeAmount { .milliseconds(Int64(seconds * 1000)) }
+        settings.drainTimeout = amount(drainTimeout)
+        settings.headTimeout = amount(headTimeout)
+        settings.keepAliveTimeout = amount(keepaliveTimeout)
+        settings.upstreamConnectTimeout = amount(upstreamConnectTimeout)
+        settings.upstreamReadTimeout = amount(upstreamReadTimeout)
         var fallback: BackendPool? = nil
         if let spec = defaultBackend {
             do {

@@ -234,4 +234,42 @@ struct SmugglingTests {
         let paths = text.matches(of: /"path":"([^"]+)"/).map { String($0.1) }
         #expect(paths == ["/a", "/b"])
     }
+
+    @Test func slowClientHeadGets408AndSlowUpstream504() throws {
+        let s = try Stack(proxyArguments: ["--head-timeout", "1", "--upstream-read-timeout", "1"])
+        let c = try RawClient(port: s.port)
+        c.send("GET / HTTP/1.1\r\nHost: a\r\n")
+        let (text, closed) = c.receiveUntilClosed(timeout: 5)
+        #expect(text.hasPrefix("HTTP/1.1 408 "))
+        #expect(closed)
+        let r = try curl(["-i", "\(s.base)/slow?delay_ms=3000"])
+        #expect(r.stdout.hasPrefix("HTTP/1.1 504 "), "\(r.stdout)")
+        #expect(s.proxy.output.contains("upstream response timed out"))
+    }
+
+    @Test func upstreamClosingAReusedConnectionIsRetriedOnce() throws {
+        let s = try Stack()
+        // One client connection (one event loop, one upstream pool): the backend drops the pooled
+        // connection when the next request arrives on it, as in a keep-alive timeout race.
+        let get = try curl(["\(s.base)/warm?drop_next=1", "--next", "-i", "\(s.base)/after-drop"])
+        #expect(get.stdout.contains("HTTP/1.1 200"), "\(get.stdout)")
+        let bodies = get.stdout.matches(of: /"conn_seq":(\d+)/).map { String($0.1) }
+        #expect(bodies == ["1", "1"], "the GET was replayed on a new upstream connection")
+        // A POST is not replayed: the client is told.
+        let post = try curl(["\(s.base)/warm?drop_next=1", "--next", "-i", "-X", "POST", "\(s.base)/not-replayed"])
+        #expect(post.stdout.contains("HTTP/1.1 502"), "\(post.stdout)")
+        #expect(!post.stdout.contains("not-replayed"))
+    }
+
+    @Test func restartedBackendIsReachedAgain() throws {
+        let s = try Stack()
+        _ = try curl(["\(s.base)/warm"])
+        let port = s.backends[0].port
+        s.backends[0].process.stop()
+        s.backends.removeAll()
+        try s.startBackend("again", port: port)
+        let second = try curl(["-i", "\(s.base)/after-restart"])
+        #expect(second.stdout.hasPrefix("HTTP/1.1 200"), "\(second.stdout)")
+        #expect(second.stdout.contains("\"backend\":\"again\""))
+    }
 }
