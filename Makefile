@@ -5,9 +5,10 @@ RELEASE_BIN := .build/release/sluice
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the demo and the tests need from apt.
 APT_BUILD := libssl-dev libnghttp2-dev pkg-config openssl
-APT_TEST := curl python3
+APT_TEST := curl python3 wrk
 APT_BENCH := wrk nginx-light haproxy nghttp2-client
-LLHTTP_CORPUS ?= $(abspath ../shared/corpora/llhttp)
+# The shared llhttp corpus: beside the checkout, or where this workplace keeps it.
+LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(abspath ../../shared/corpora/llhttp) /work/shared/corpora/llhttp) $(abspath ../shared/corpora/llhttp))
 HTTP ?= 127.0.0.1:8080
 
 .PHONY: run test build deps test-deps bench-deps certs clean bench

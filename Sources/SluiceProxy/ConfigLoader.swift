@@ -1,11 +1,15 @@
+import Logging
 import SluiceRouting
 import SluiceUpstream
+import Synchronization
 
-/// Reads a rules folder and compiles it into a snapshot (off the event loops).
-public struct ConfigLoader: Sendable {
-    public var rulesDirectory: String
-    public var options: RoutingOptions
-    public var fallback: BackendPool?
+/// Reads a rules folder and compiles it into a snapshot, off the event loops. Files that did not
+/// change are not parsed again (`ManifestCache`).
+public final class ConfigLoader: Sendable {
+    public let rulesDirectory: String
+    public let options: RoutingOptions
+    public let fallback: BackendPool?
+    private let cache = Mutex(ManifestCache())
 
     public init(rulesDirectory: String, options: RoutingOptions, fallback: BackendPool?) {
         self.rulesDirectory = rulesDirectory
@@ -13,9 +17,93 @@ public struct ConfigLoader: Sendable {
         self.fallback = fallback
     }
 
-    public func load(generation: Int) -> (snapshot: ConfigSnapshot, compiled: CompiledRoutes) {
-        let manifests = ManifestLoader.load(directory: rulesDirectory)
+    public func load(generation: Int) -> (snapshot: ConfigSnapshot, compiled: CompiledRoutes, filesOnLastGood: Set<String>) {
+        let (manifests, lastGood) = cache.withLock { c in (c.load(directory: rulesDirectory), c.filesOnLastGood) }
         let compiled = RouteCompiler.compile(manifests, options: options)
-        return (ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: compiled.problems), compiled)
+        return (ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: compiled.problems),
+                compiled, lastGood)
+    }
+}
+
+/// Applies reloads one at a time: load, compile, swap the snapshot with one atomic store, close
+/// idle upstream connections that nothing routes to any more, and log what changed.
+public final class ReloadCoordinator: Sendable {
+    private let loader: ConfigLoader
+    private let store: ConfigStore
+    private let logger: Logger
+    private let state = Mutex<(generation: Int, reported: Set<String>)>((1, []))
+    private let afterSwap: @Sendable () -> Void
+
+    public init(loader: ConfigLoader, store: ConfigStore, logger: Logger, afterSwap: @escaping @Sendable () -> Void) {
+        self.loader = loader
+        self.store = store
+        self.logger = logger
+        self.afterSwap = afterSwap
+    }
+
+    /// The initial load (generation 1), logging every problem.
+    public static func initial(_ loader: ConfigLoader, logger: Logger) -> (ConfigSnapshot, CompiledRoutes) {
+        let (snapshot, compiled, _) = loader.load(generation: 1)
+        for p in compiled.problems {
+            if p.severity == .error { logger.error("\(p)") } else { logger.warning("\(p)") }
+        }
+        return (snapshot, compiled)
+    }
+
+    public func reload(reason: String) {
+        state.withLock { st in
+            let started = ContinuousClock.now
+            let old = store.snapshot
+            let next = st.generation + 1
+            let (snapshot, compiled, lastGood) = loader.load(generation: next)
+            // Each problem is logged once, until it goes away.
+            let now = Set(compiled.problems.map(\.description))
+            for p in compiled.problems where !st.reported.contains(p.description) {
+                if p.severity == .error { logger.error("\(p)") } else { logger.warning("\(p)") }
+            }
+            for gone in st.reported.subtracting(now) { logger.info("resolved: \(gone)") }
+            st.reported = now
+            let summary = Self.diff(old.table, snapshot.table)
+            if summary.isEmpty && old.problems.map(\.description) == compiled.problems.map(\.description) {
+                logger.debug("reload: nothing changed", metadata: ["reason": "\(reason)"])
+                return
+            }
+            store.store(snapshot)
+            st.generation = next
+            afterSwap()
+            let ms = (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000
+            logger.info("reload applied", metadata: [
+                "generation": "\(next)", "reason": "\(reason)", "changes": "\(summary.isEmpty ? "none" : summary)",
+                "errors": "\(compiled.errors.count)", "files_on_last_good": "\(lastGood.count)", "ms": "\(ms)",
+            ])
+        }
+    }
+
+    public var generation: Int { state.withLock { $0.generation } }
+
+    /// `hosts +1 -0, routes +2 -1 ~0, backends +0 -0 ~1` (empty when nothing changed).
+    static func diff(_ a: RouteTable, _ b: RouteTable) -> String {
+        func routes(_ t: RouteTable) -> [String: String] {
+            var m: [String: String] = [:]
+            for (host, rs) in t.listing {
+                for r in rs { m["\(host) \(r.pathType.rawValue) \(r.path)"] = t.backends[r.backend].name }
+            }
+            return m
+        }
+        func backends(_ t: RouteTable) -> [String: String] {
+            var m: [String: String] = [:]
+            for b in t.backends { m[b.name] = b.addresses.map { "\($0.ip):\($0.port)" }.joined(separator: ",") + (b.problem ?? "") }
+            return m
+        }
+        let ra = routes(a), rb = routes(b)
+        let ha = Set(ra.keys.map { String($0.split(separator: " ")[0]) }), hb = Set(rb.keys.map { String($0.split(separator: " ")[0]) })
+        let ba = backends(a), bb = backends(b)
+        let rAdded = rb.keys.filter { ra[$0] == nil }.count, rRemoved = ra.keys.filter { rb[$0] == nil }.count
+        let rChanged = rb.keys.filter { ra[$0] != nil && ra[$0] != rb[$0] }.count
+        let bAdded = bb.keys.filter { ba[$0] == nil }.count, bRemoved = ba.keys.filter { bb[$0] == nil }.count
+        let bChanged = bb.keys.filter { ba[$0] != nil && ba[$0] != bb[$0] }.count
+        let hAdded = hb.subtracting(ha).count, hRemoved = ha.subtracting(hb).count
+        if rAdded + rRemoved + rChanged + bAdded + bRemoved + bChanged + hAdded + hRemoved == 0 { return "" }
+        return "hosts +\(hAdded) -\(hRemoved), routes +\(rAdded) -\(rRemoved) ~\(rChanged), backends +\(bAdded) -\(bRemoved) ~\(bChanged)"
     }
 }

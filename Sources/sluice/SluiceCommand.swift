@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -79,6 +80,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a graceful shutdown waits for requests in flight.")
     var drainTimeout: Double = 30
 
+    @Option(help: "Milliseconds of quiet after a change in --rules or --certs before reloading.")
+    var reloadDebounce: Double = 100
+
     @Option(help: "Seconds a client has to send a whole request head (408).")
     var headTimeout: Double = 10
 
@@ -113,10 +117,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let loader = ConfigLoader(rulesDirectory: rules.rules, options: rules.routingOptions, fallback: fallback)
-        let (initial, compiled) = loader.load(generation: 1)
-        for p in compiled.problems {
-            if p.severity == .error { logger.error("\(p)") } else { logger.warning("\(p)") }
-        }
+        let (initial, compiled) = ReloadCoordinator.initial(loader, logger: logger)
         logger.info("configuration loaded", metadata: [
             "generation": "1", "routes": "\(compiled.table.routes.count)", "backends": "\(compiled.table.backends.count)",
             "errors": "\(compiled.errors.count)",
@@ -126,6 +127,22 @@ struct Serve: AsyncParsableCommand {
         let bound = try await server.listenHTTP(host: http.host, port: http.port)
         logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])
         say("sluice serving http on \(bound) with \(workers) worker(s)")
+
+        let reloader = ReloadCoordinator(loader: loader, store: store, logger: logger) { server.pruneUpstreams() }
+        let watcher = DirectoryWatcher(roots: [rules.rules, rules.certs].filter { FileManager.default.fileExists(atPath: $0) },
+                                       debounce: reloadDebounce / 1000) {
+            reloader.reload(reason: "files changed")
+        }
+        do {
+            try watcher.start()
+        } catch {
+            logger.warning("cannot watch the rules folder; SIGHUP still reloads", metadata: ["error": "\(error)"])
+        }
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        signal(SIGHUP, SIG_IGN)
+        hup.setEventHandler { reloader.reload(reason: "SIGHUP") }
+        hup.resume()
+        SignalSources.keep(hup)
 
         let stop = AsyncStream<Int32> { continuation in
             for sig in [SIGTERM, SIGINT] {
@@ -138,6 +155,7 @@ struct Serve: AsyncParsableCommand {
         }
         for await sig in stop {
             logger.info("signal received: draining", metadata: ["signal": "\(sig)"])
+            watcher.stop()
             await server.shutdown()
             logger.info("stopped")
             return
