@@ -18,11 +18,19 @@ public final class ConfigLoader: Sendable {
     }
 
     public func load(generation: Int) -> (snapshot: ConfigSnapshot, compiled: CompiledRoutes, filesOnLastGood: Set<String>) {
+        let t0 = ContinuousClock.now
         let (manifests, lastGood) = cache.withLock { c in (c.load(directory: rulesDirectory), c.filesOnLastGood) }
+        let t1 = ContinuousClock.now
         let compiled = RouteCompiler.compile(manifests, options: options)
-        return (ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: compiled.problems),
-                compiled, lastGood)
+        let t2 = ContinuousClock.now
+        let snapshot = ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: compiled.problems)
+        let t3 = ContinuousClock.now
+        lastTimings.withLock { $0 = (t1 - t0, t2 - t1, t3 - t2) }
+        return (snapshot, compiled, lastGood)
     }
+
+    /// Durations of the last load: files, compile, snapshot (for the reload log line).
+    public let lastTimings = Mutex<(Duration, Duration, Duration)>((.zero, .zero, .zero))
 }
 
 /// Applies reloads one at a time: load, compile, swap the snapshot with one atomic store, close
@@ -63,18 +71,23 @@ public final class ReloadCoordinator: Sendable {
             }
             for gone in st.reported.subtracting(now) { logger.info("resolved: \(gone)") }
             st.reported = now
-            let summary = Self.diff(old.table, snapshot.table)
-            if summary.isEmpty && old.problems.map(\.description) == compiled.problems.map(\.description) {
-                logger.debug("reload: nothing changed", metadata: ["reason": "\(reason)"])
-                return
-            }
+            // Swap first: the summary below is for the log and must not delay the new routes.
             store.store(snapshot)
             st.generation = next
             afterSwap()
-            let ms = (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000
+            let swapped = ContinuousClock.now
+            let summary = Self.diff(old.table, snapshot.table)
+            let (tl, tc, ts) = loader.lastTimings.withLock { $0 }
+            if summary.isEmpty {
+                logger.debug("reload: no route changed", metadata: ["reason": "\(reason)", "generation": "\(next)"])
+                return
+            }
+            let elapsed = (swapped - started).components
+            let ms = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
             logger.info("reload applied", metadata: [
                 "generation": "\(next)", "reason": "\(reason)", "changes": "\(summary.isEmpty ? "none" : summary)",
                 "errors": "\(compiled.errors.count)", "files_on_last_good": "\(lastGood.count)", "ms": "\(ms)",
+                "phases": "load \(tl) compile \(tc) snapshot \(ts)",
             ])
         }
     }
@@ -85,9 +98,8 @@ public final class ReloadCoordinator: Sendable {
     static func diff(_ a: RouteTable, _ b: RouteTable) -> String {
         func routes(_ t: RouteTable) -> [String: String] {
             var m: [String: String] = [:]
-            for (host, rs) in t.listing {
-                for r in rs { m["\(host) \(r.pathType.rawValue) \(r.path)"] = t.backends[r.backend].name }
-            }
+            m.reserveCapacity(t.routes.count)
+            for r in t.routes { m["\(r.host ?? "*") \(r.pathType.rawValue) \(r.path)"] = t.backends[r.backend].name }
             return m
         }
         func backends(_ t: RouteTable) -> [String: String] {

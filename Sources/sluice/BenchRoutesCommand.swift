@@ -15,11 +15,26 @@ struct BenchRoutes: ParsableCommand {
     @Option(help: "Also write the generated manifests into this folder (for reload tests).")
     var write: String?
 
+    @Option(help: "Split the written manifests into this many files.")
+    var files = 1
+
+    @Option(help: "Point every generated endpoint at this IP:PORT (a real backend, for reload benchmarks).")
+    var endpoint: String?
+
+    @Flag(help: "Only write the manifests; skip the measurements.")
+    var writeOnly = false
+
     func run() throws {
-        let yaml = Self.generate(ingresses: ingresses, hosts: hosts)
+        let yaml = Self.generate(ingresses: ingresses, hosts: hosts, endpoint: endpoint)
         if let write {
             try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
-            try yaml.write(toFile: write + "/generated.yaml", atomically: true, encoding: .utf8)
+            let docs = yaml.components(separatedBy: "\n---\n")
+            let per = (docs.count + files - 1) / max(1, files)
+            for f in 0..<max(1, files) {
+                let part = docs[min(docs.count, f * per)..<min(docs.count, (f + 1) * per)].joined(separator: "\n---\n")
+                try part.write(toFile: write + "/generated-\(f).yaml", atomically: true, encoding: .utf8)
+            }
+            if writeOnly { return }
         }
         var loadTimes: [Double] = [], compileTimes: [Double] = []
         var compiled: CompiledRoutes? = nil
@@ -76,7 +91,9 @@ struct BenchRoutes: ParsableCommand {
     }
 
     /// Ingress i serves host (i % hosts) with three paths of its own; the first 50 hosts are wildcards.
-    static func generate(ingresses: Int, hosts: Int) -> String {
+    static func generate(ingresses: Int, hosts: Int, endpoint: String? = nil) -> String {
+        let ip = endpoint.map { String($0.split(separator: ":")[0]) }
+        let port = endpoint.flatMap { Int($0.split(separator: ":").last ?? "") } ?? 8080
         var y = ""
         let services = 100
         for s in 0..<services {
@@ -90,8 +107,8 @@ struct BenchRoutes: ParsableCommand {
             kind: EndpointSlice
             metadata: {name: svc\(s)-a, namespace: bench, labels: {kubernetes.io/service-name: svc\(s)}}
             addressType: IPv4
-            ports: [{name: http, port: 8080}]
-            endpoints: [{addresses: [10.0.\(s / 250).\(s % 250 + 1)]}]
+            ports: [{name: http, port: \(port)}]
+            endpoints: [{addresses: [\(ip ?? "10.0.\(s / 250).\(s % 250 + 1)")]}]
             ---
 
             """
