@@ -183,14 +183,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
         default:
             break
         }
-        if inbound.readableBytes == 0 {
-            inbound = incoming
-        } else {
-            // A fresh view of the unread bytes, so that growing it copies only those.
-            inbound = inbound.slice()
-            var more = incoming
-            inbound.writeBuffer(&more)
-        }
+        inbound.receive(incoming)
         process()
     }
 

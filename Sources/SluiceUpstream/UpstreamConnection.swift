@@ -147,13 +147,7 @@ public final class UpstreamConnection: ChannelDuplexHandler {
             return
         }
         sawResponseBytes = true
-        if inbound.readableBytes == 0 {
-            inbound = incoming
-        } else {
-            inbound = inbound.slice()
-            var more = incoming
-            inbound.writeBuffer(&more)
-        }
+        inbound.receive(incoming)
         process()
     }
 

@@ -68,12 +68,7 @@ final class EchoHandler: ChannelInboundHandler {
             echoFrames(context: context)
             return
         }
-        if inbound.readableBytes == 0 {
-            inbound = incoming
-        } else {
-            var more = incoming
-            inbound.writeBuffer(&more)
-        }
+        inbound.receive(incoming)
         process(context: context)
     }
 
