@@ -1,3 +1,5 @@
+import Foundation
+
 /// The API server's validation rules for the fields Sluice reads (a file-based controller has no
 /// API server in front of it, so it checks them itself).
 public enum Validation {
@@ -68,14 +70,56 @@ public enum Validation {
         return nil
     }
 
-    /// A structural check of PEM text (OpenSSL parses it for real when TLS is served).
+    /// Parses the PEM blocks far enough to know they hold DER (base64 that decodes to one whole
+    /// ASN.1 SEQUENCE each). OpenSSL checks the contents, and that the key fits, when TLS is served.
     public static func pemError(certificate: String, key: String) -> String? {
-        if !certificate.contains("-----BEGIN CERTIFICATE-----") || !certificate.contains("-----END CERTIFICATE-----") {
-            return "tls.crt is not a PEM certificate"
+        let certs = pemBlocks(certificate)
+        if certs.isEmpty || !certs.allSatisfy({ $0.label == "CERTIFICATE" }) {
+            return "tls.crt is not a PEM certificate (BEGIN CERTIFICATE blocks expected)"
         }
-        if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
-            return "tls.key is not a PEM private key"
+        for (i, c) in certs.enumerated() where !isDERSequence(c.der) {
+            return "tls.crt: certificate \(i + 1) is not valid base64 DER"
         }
+        let keys = pemBlocks(key)
+        guard let k = keys.first, k.label.hasSuffix("PRIVATE KEY") else {
+            return "tls.key is not a PEM private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY expected)"
+        }
+        if !isDERSequence(k.der) { return "tls.key is not valid base64 DER" }
         return nil
+    }
+
+    /// `-----BEGIN X-----` … `-----END X-----` blocks, base64-decoded (empty DER when it is not base64).
+    static func pemBlocks(_ text: String) -> [(label: String, der: [UInt8])] {
+        var out: [(String, [UInt8])] = []
+        var label: String? = nil
+        var body = ""
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("-----BEGIN ") && line.hasSuffix("-----") {
+                label = String(line.dropFirst(11).dropLast(5))
+                body = ""
+            } else if line.hasPrefix("-----END "), let l = label {
+                out.append((l, Data(base64Encoded: body).map { [UInt8]($0) } ?? []))
+                label = nil
+            } else if label != nil, !line.contains(":") {
+                body += line
+            }
+        }
+        return out
+    }
+
+    /// One DER SEQUENCE whose length covers the bytes exactly.
+    static func isDERSequence(_ d: [UInt8]) -> Bool {
+        guard d.count >= 2, d[0] == 0x30 else { return false }
+        var len = Int(d[1])
+        var header = 2
+        if len & 0x80 != 0 {
+            let n = len & 0x7F
+            guard n >= 1, n <= 4, d.count >= 2 + n else { return false }
+            len = 0
+            for k in 0..<n { len = len << 8 | Int(d[2 + k]) }
+            header = 2 + n
+        }
+        return header + len == d.count
     }
 }

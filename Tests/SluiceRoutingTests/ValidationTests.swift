@@ -250,4 +250,16 @@ struct ValidationTests {
         let c = compile(yaml, options: o)
         #expect(c.errors.map(\.description).contains { $0.hasSuffix("Ingress default/t: spec.tls.secretName: TLS secret default/nowhere not found: no Secret manifest of type kubernetes.io/tls and no /nonexistent-certs/nowhere/tls.crt + tls.key") })
     }
+
+    @Test func pemMustDecodeToDER() {
+        #expect(Validation.pemError(certificate: "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+                                    key: "-----BEGIN PRIVATE KEY-----\nMAMCAQE=\n-----END PRIVATE KEY-----\n") == nil)
+        #expect(Validation.pemError(certificate: "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+                                    key: "-----BEGIN PRIVATE KEY-----\nMAMCAQE=\n-----END PRIVATE KEY-----\n") == "tls.crt: certificate 1 is not valid base64 DER")
+        #expect(Validation.pemError(certificate: "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+                                    key: "garbage") == "tls.key is not a PEM private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY expected)")
+        // A truncated DER (length says more than there is).
+        #expect(Validation.pemError(certificate: "-----BEGIN CERTIFICATE-----\nMAQCAQE=\n-----END CERTIFICATE-----\n",
+                                    key: "-----BEGIN PRIVATE KEY-----\nMAMCAQE=\n-----END PRIVATE KEY-----\n") != nil)
+    }
 }
