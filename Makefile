@@ -10,6 +10,7 @@ APT_BENCH := wrk nginx-light haproxy nghttp2-client
 # The shared llhttp corpus: beside the checkout, or where this workplace keeps it.
 LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(abspath ../../shared/corpora/llhttp) /work/shared/corpora/llhttp) $(abspath ../shared/corpora/llhttp))
 HTTP ?= 127.0.0.1:8080
+HTTPS ?= 127.0.0.1:8443
 
 .PHONY: run test build deps test-deps bench-deps certs clean bench
 
@@ -35,13 +36,13 @@ bench-deps: deps
 build: deps
 	$(SWIFT) build -c release --product sluice
 
-# A development CA and a certificate for the demo hosts, made once (TLS serving arrives with its issue).
+# A development CA and certificates for the demo hosts (default, shop.local, *.apps.local), made once.
 certs: deps
 	@./scripts/dev-certs.sh certs
 
-# Demo: three echo backends and the proxy serving ingress-rules/ on $(HTTP).
+# Demo: three echo backends and the proxy serving ingress-rules/ on $(HTTP) and $(HTTPS).
 run: build certs
-	@./scripts/run-demo.sh $(RELEASE_BIN) $(HTTP)
+	@./scripts/run-demo.sh $(RELEASE_BIN) $(HTTP) $(HTTPS)
 
 test: test-deps build
 	@if [ -d "$(LLHTTP_CORPUS)/request" ]; then echo "llhttp corpus: $(LLHTTP_CORPUS)"; \

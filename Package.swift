@@ -21,6 +21,16 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "SluiceTLS",
+            dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: hotPathSettings
+        ),
         .target(
             name: "SluiceHTTP1",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
@@ -44,6 +54,7 @@ let package = Package(
             name: "SluiceProxy",
             dependencies: [
                 "SluiceHTTP1",
+                "SluiceTLS",
                 "SluiceRouting",
                 "SluiceUpstream",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -57,6 +68,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceHTTP1",
+                "SluiceTLS",
                 "SluiceRouting",
                 "SluiceUpstream",
                 "SluiceProxy",
@@ -69,6 +81,10 @@ let package = Package(
         .testTarget(
             name: "SluiceHTTP1Tests",
             dependencies: ["SluiceHTTP1", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "SluiceTLSTests",
+            dependencies: ["SluiceTLS", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceRoutingTests",

@@ -4,6 +4,8 @@
 set -euo pipefail
 bin=${1:-.build/release/sluice}
 http=${2:-127.0.0.1:8080}
+https=${3:-127.0.0.1:8443}
+tport=${https##*:}
 port=${http##*:}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -15,16 +17,18 @@ for spec in shop:9001 api:9002 apps:9003; do
 done
 cat <<MSG
 
-Sluice demo: ingress-rules/ served on http://$http (Ctrl-C stops everything)
+Sluice demo: ingress-rules/ served on http://$http and https://$https (Ctrl-C stops everything)
 Try:
-  curl -H 'Host: shop.local' http://$http/
-  curl -H 'Host: shop.local' http://$http/api/v1/items
-  curl -H 'Host: blog.apps.local' http://$http/anything
-  curl http://$http/unmatched            # the default backend
+  curl --cacert certs/dev-ca/ca.crt --resolve shop.local:$tport:127.0.0.1 https://shop.local:$tport/api/v1/items
+  curl --cacert certs/dev-ca/ca.crt --resolve shop.local:$tport:127.0.0.1 https://shop.local:$tport/
+  curl -i -H 'Host: shop.local' http://$http/cart        # 308 to https (shop.local has TLS)
+  curl -H 'Host: blog.apps.local' http://$http/anything  # wildcard host (ssl-redirect off)
+  curl -H 'Host: api.local' http://$http/v2/things
+  curl http://$http/unmatched                            # the default backend
   ./.build/release/sluice routes --rules ingress-rules
   ./.build/release/sluice explain --rules ingress-rules http://shop.local/api/v1
 
 MSG
-"$bin" serve --rules ingress-rules --certs certs --http "$http" &
+"$bin" serve --rules ingress-rules --certs certs --http "$http" --https "$https" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -1,5 +1,7 @@
+import Foundation
 import Logging
 import SluiceRouting
+import SluiceTLS
 import SluiceUpstream
 import Synchronization
 
@@ -10,6 +12,8 @@ public final class ConfigLoader: Sendable {
     public let options: RoutingOptions
     public let fallback: BackendPool?
     private let cache = Mutex(ManifestCache())
+    /// Contexts by certificate + key text, reused across reloads.
+    private let contexts = Mutex<[String: TLSContext]>([:])
 
     public init(rulesDirectory: String, options: RoutingOptions, fallback: BackendPool?) {
         self.rulesDirectory = rulesDirectory
@@ -21,12 +25,65 @@ public final class ConfigLoader: Sendable {
         let t0 = ContinuousClock.now
         let (manifests, lastGood) = cache.withLock { c in (c.load(directory: rulesDirectory), c.filesOnLastGood) }
         let t1 = ContinuousClock.now
-        let compiled = RouteCompiler.compile(manifests, options: options)
+        var compiled = RouteCompiler.compile(manifests, options: options)
         let t2 = ContinuousClock.now
-        let snapshot = ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: compiled.problems)
+        var problems = compiled.problems
+        let (certificates, redirects) = buildCertificates(compiled, manifests: manifests, problems: &problems)
+        compiled.problems = problems
+        let snapshot = ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: problems,
+                                      certificates: certificates, redirectHosts: redirects)
         let t3 = ContinuousClock.now
         lastTimings.withLock { $0 = (t1 - t0, t2 - t1, t3 - t2) }
         return (snapshot, compiled, lastGood)
+    }
+
+    /// The certificate store (default certificate from `certs/default/`, then each Ingress's
+    /// `spec.tls`), and the hosts whose plain-HTTP requests redirect to https.
+    func buildCertificates(_ compiled: CompiledRoutes, manifests: ManifestSet, problems: inout [ConfigProblem]) -> (CertificateStore, Set<String>) {
+        var store = CertificateStore()
+        var used: [String: TLSContext] = [:]
+        func context(_ cert: String, _ key: String) throws -> TLSContext {
+            let k = cert + "\u{0}" + key
+            if let c = used[k] ?? contexts.withLock({ $0[k] }) {
+                used[k] = c
+                return c
+            }
+            let c = try TLSContext(certificatePEM: cert, privateKeyPEM: key)
+            used[k] = c
+            return c
+        }
+        if let dir = options.certsDirectory,
+           let c = try? String(contentsOfFile: dir + "/default/tls.crt", encoding: .utf8),
+           let k = try? String(contentsOfFile: dir + "/default/tls.key", encoding: .utf8) {
+            do {
+                store.defaultContext = try context(c, k)
+            } catch {
+                problems.append(ConfigProblem(.error, file: dir + "/default/tls.key", line: 1, object: "", field: "tls.key", message: "\(error)"))
+            }
+        }
+        for src in compiled.certificates {
+            do {
+                let ctx = try context(src.certificatePEM, src.keyPEM)
+                for h in src.hosts { store.add(name: h, ctx) }
+            } catch {
+                problems.append(ConfigProblem(.error, file: src.file, line: src.line, object: src.object, field: src.field,
+                                              message: "\(src.secret): \(error)"))
+            }
+        }
+        contexts.withLock { $0 = used }
+        // Plain HTTP to a host with TLS redirects unless its Ingress says otherwise.
+        var redirects = Set<String>()
+        for ing in manifests.ingresses {
+            let a = ing.meta.annotations
+            let off = a["sluice.io/ssl-redirect"] == "false" || a["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
+            if off { continue }
+            for t in ing.tls {
+                for h in t.hosts where store.context(for: h.hasPrefix("*.") ? "x" + h.dropFirst(1) : h) != nil {
+                    redirects.insert(h.hasPrefix("*.") ? String(h.dropFirst(1)) : h)
+                }
+            }
+        }
+        return (store, redirects)
     }
 
     /// Durations of the last load: files, compile, snapshot (for the reload log line).

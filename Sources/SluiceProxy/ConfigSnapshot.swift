@@ -1,6 +1,7 @@
 import Atomics
 import NIOCore
 import SluiceRouting
+import SluiceTLS
 import SluiceUpstream
 
 /// One immutable configuration: built off the event loops, swapped whole, read once per request.
@@ -12,12 +13,19 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
     /// `--default-backend`: serves requests that no rule and no Ingress default backend match.
     public let fallback: BackendPool?
     public let problems: [ConfigProblem]
+    /// Certificates by server name (served by the HTTPS listener's SNI callback).
+    public let certificates: CertificateStore
+    /// Hosts whose plain-HTTP requests get a 308 to https (exact names, and `*.suffix` as ".suffix").
+    public let redirectHosts: Set<String>
 
-    public init(generation: Int, table: RouteTable = RouteTable(), fallback: BackendPool? = nil, problems: [ConfigProblem] = []) {
+    public init(generation: Int, table: RouteTable = RouteTable(), fallback: BackendPool? = nil, problems: [ConfigProblem] = [],
+                certificates: CertificateStore = CertificateStore(), redirectHosts: Set<String> = []) {
         self.generation = generation
         self.table = table
         self.fallback = fallback
         self.problems = problems
+        self.certificates = certificates
+        self.redirectHosts = redirectHosts
         var pools: [BackendPool?] = []
         for b in table.backends {
             let endpoints = b.addresses.compactMap { try? Endpoint(host: $0.ip, port: $0.port) }
@@ -44,6 +52,14 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         let b = table.routes[r].backend
         if let pool = pools[b] { return .forward(pool) }
         return .unavailable(table.backends[b].problem ?? "no ready endpoint for \(table.backends[b].name)")
+    }
+
+    /// Whether a plain-HTTP request for this (normalised) host must be redirected to https.
+    public func redirectsToHTTPS(host: String) -> Bool {
+        if redirectHosts.isEmpty { return false }
+        if redirectHosts.contains(host) { return true }
+        if let dot = host.firstIndex(of: ".") { return redirectHosts.contains(String(host[dot...])) }
+        return false
     }
 
     /// Every endpoint this configuration can send to (idle connections to others are closed).

@@ -5,6 +5,7 @@ enum LocalResponse {
     static func reasonPhrase(_ status: Int) -> String {
         switch status {
         case 100: return "Continue"
+        case 308: return "Permanent Redirect"
         case 400: return "Bad Request"
         case 404: return "Not Found"
         case 405: return "Method Not Allowed"

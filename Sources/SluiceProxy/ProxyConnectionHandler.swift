@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import SluiceHTTP1
 import SluiceRouting
+import SluiceTLS
 import SluiceUpstream
 
 /// Everything one event loop shares between its client connections.
@@ -14,8 +15,11 @@ final class EventLoopContext: @unchecked Sendable {
     let settings: ProxySettings
     let logger: Logger
 
-    init(eventLoop: EventLoop, config: ConfigStore, settings: ProxySettings, logger: Logger) {
+    let listeners: ListenerInfo
+
+    init(eventLoop: EventLoop, config: ConfigStore, settings: ProxySettings, logger: Logger, listeners: ListenerInfo) {
         self.eventLoop = eventLoop
+        self.listeners = listeners
         self.config = config
         self.settings = settings
         self.logger = logger
@@ -127,11 +131,17 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     private var closeAfterResponse = false
     private var informationalInProgress = false
 
-    init(loop: EventLoopContext) {
+    /// The connection arrived over TLS (X-Forwarded-Proto https, the 421 check).
+    private let tls: Bool
+    /// The certificate SNI chose, to refuse a Host that another certificate serves (421).
+    private var sniCertificate: ObjectIdentifier? = nil
+
+    init(loop: EventLoopContext, tls: Bool = false) {
         self.loop = loop
         self.settings = loop.settings
+        self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
-        self.client = ClientInfo(remote: nil, local: nil, proto: "http")
+        self.client = ClientInfo(remote: nil, local: nil, proto: tls ? "https" : "http")
     }
 
     // MARK: - Channel events
@@ -141,7 +151,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: "http")
+        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: tls ? "https" : "http")
         loop.registry.add(self)
         phaseSince = .now()
         scheduleTimer()
@@ -210,6 +220,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let done = event as? TLSHandshakeCompleted {
+            sniCertificate = done.certificate
+            return
+        }
         if let e = event as? ChannelEvent, e == .inputClosed {
             // Half-closed by the client: answer what it already sent, then close.
             clientInputClosed = true
@@ -354,6 +368,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
             return
         }
         let snapshot = loop.config.snapshot
+        if let status = checkTLSPolicy(snapshot, head: head, headLength: headLength) {
+            _ = status
+            return
+        }
         let decision = inbound.withUnsafeReadableBytes { p -> ConfigSnapshot.Decision? in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             let target = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
@@ -403,6 +421,36 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
         } else {
             connect(to: chosen)
         }
+    }
+
+    /// 421 when a TLS request's Host belongs to another certificate than SNI chose; 308 to https
+    /// for a plain request to a host with TLS. Returns non-nil when it answered the request.
+    private func checkTLSPolicy(_ snapshot: ConfigSnapshot, head: HTTP1Head, headLength: Int) -> Int? {
+        if !tls && snapshot.redirectHosts.isEmpty { return nil }
+        let (host, target) = inbound.withUnsafeReadableBytes { p -> (String, String) in
+            let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
+            var h = String(decoding: UnsafeRawBufferPointer(rebasing: p[hostRange]), as: UTF8.self).lowercased()
+            if !h.hasPrefix("["), let colon = h.lastIndex(of: ":") { h = String(h[..<colon]) }
+            if h.hasSuffix(".") { h.removeLast() }
+            let t = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
+            return (h, String(decoding: UnsafeRawBufferPointer(rebasing: p[t]), as: UTF8.self))
+        }
+        if tls {
+            if let sni = sniCertificate, let forHost = snapshot.certificates.identity(forHost: host), sni != forHost {
+                inbound.moveReaderIndex(forwardBy: headLength)
+                respondLocal(status: 421, detail: "host \(host) is served by another certificate than the TLS server name chose", close: requestFraming != .none)
+                return 421
+            }
+            return nil
+        }
+        guard snapshot.redirectsToHTTPS(host: host) else { return nil }
+        inbound.moveReaderIndex(forwardBy: headLength)
+        let httpsPort = loop.listeners.httpsPort.load(ordering: .relaxed)
+        let port = httpsPort == 443 ? "" : ":\(httpsPort)"
+        let location = "https://\(host)\(port)\(target.isEmpty ? "/" : target)"
+        respondLocal(status: 308, detail: "this host is served over https: \(location)", close: requestFraming != .none,
+                     extraFields: "location: \(location)\r\n")
+        return 308
     }
 
     private func connect(to endpoint: Endpoint) {
@@ -623,7 +671,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
 
     /// Answers the current request from the proxy itself. The connection stays open only when
     /// the request's framing is certain and no body of it is left unread.
-    private func respondLocal(status: Int, detail: String, close: Bool, logged: Bool = false) {
+    private func respondLocal(status: Int, detail: String, close: Bool, logged: Bool = false, extraFields: String = "") {
         if !logged {
             let meta: Logger.Metadata = ["status": "\(status)", "reason": "\(detail)", "client": "\(String(decoding: client.ip, as: UTF8.self))"]
             if status >= 500 {
@@ -634,7 +682,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
         }
         let closing = close || closeAfterResponse || draining || (!requestDone && requestFraming != .none)
         let buf = LocalResponse.make(status: status, detail: detail, close: closing, headRequest: method == .head,
-                                     server: settings.serverName, allocator: context.channel.allocator)
+                                     server: settings.serverName, extraFields: extraFields, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(buf), promise: nil)
         needsFlush = true
         requestHead = nil

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import SluiceTLS
 import SluiceUpstream
 import Synchronization
 #if canImport(Glibc)
@@ -15,6 +16,7 @@ public final class ProxyServer: Sendable {
     let loops: [EventLoopContext]
     let logger: Logger
     private let channels = Mutex<[Channel]>([])
+    let listeners = ListenerInfo()
 
     public init(workers: Int, config: ConfigStore, settings: ProxySettings, logger: Logger) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, workers))
@@ -23,7 +25,7 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         var loops: [EventLoopContext] = []
         for el in group.makeIterator() {
-            loops.append(EventLoopContext(eventLoop: el, config: config, settings: settings, logger: logger))
+            loops.append(EventLoopContext(eventLoop: el, config: config, settings: settings, logger: logger, listeners: listeners))
         }
         self.loops = loops
         for l in loops { l.upstreams.start() }
@@ -38,6 +40,19 @@ public final class ProxyServer: Sendable {
     /// accepting never hops threads and the kernel spreads connections over the workers.
     @discardableResult
     public func listenHTTP(host: String, port: Int) async throws -> SocketAddress {
+        try await listen(host: host, port: port, tls: nil)
+    }
+
+    /// Opens the HTTPS listener: TLS (SNI picks the certificate) in front of the same proxy handler.
+    @discardableResult
+    public func listenHTTPS(host: String, port: Int, front: TLSFrontContext) async throws -> SocketAddress {
+        let bound = try await listen(host: host, port: port, tls: front)
+        // Redirects name the port actually bound (it may have been 0).
+        listeners.httpsPort.store(bound.port ?? port, ordering: .relaxed)
+        return bound
+    }
+
+    private func listen(host: String, port: Int, tls: TLSFrontContext?) async throws -> SocketAddress {
         var bound: SocketAddress? = nil
         var boundPort = port
         for l in loops {
@@ -51,7 +66,10 @@ public final class ProxyServer: Sendable {
                 .childChannelOption(.maxMessagesPerRead, value: 16)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx))
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx, tls: tls != nil))
                     }
                 }
                 .bind(host: host, port: boundPort).get()
@@ -97,4 +115,9 @@ public final class ProxyServer: Sendable {
         let keep = config.snapshot.endpoints
         for l in loops { l.eventLoop.execute { l.upstreams.closeIdle(notIn: keep) } }
     }
+}
+
+/// Facts about the listeners that handlers need after binding.
+final class ListenerInfo: Sendable {
+    let httpsPort = Atomic<Int>(443)
 }

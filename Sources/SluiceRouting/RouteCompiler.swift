@@ -43,8 +43,10 @@ public struct CompiledRoutes: Sendable {
     public var problems: [ConfigProblem]
     /// Ingresses left to another controller, with the reason.
     public var ignored: [String]
-    /// TLS hosts → secret, for the TLS issue and for `routes`.
+    /// TLS hosts → secret, for `routes`.
     public var tlsHosts: [(host: String, secret: String)]
+    /// The certificates `spec.tls` entries name, with their PEM, oldest Ingress first.
+    public var certificates: [TLSCertificateSource]
 
     public var errors: [ConfigProblem] { problems.filter { $0.severity == .error } }
 }
@@ -54,7 +56,8 @@ public enum RouteCompiler {
     public static func compile(_ set: ManifestSet, options: RoutingOptions = RoutingOptions()) -> CompiledRoutes {
         var b = Builder(set: set, options: options)
         b.run()
-        return CompiledRoutes(table: b.table, problems: set.problems + b.problems, ignored: b.ignored, tlsHosts: b.tlsHosts)
+        return CompiledRoutes(table: b.table, problems: set.problems + b.problems, ignored: b.ignored, tlsHosts: b.tlsHosts,
+                              certificates: b.certificates)
     }
 
     struct Builder {
@@ -64,6 +67,7 @@ public enum RouteCompiler {
         var problems: [ConfigProblem] = []
         var ignored: [String] = []
         var tlsHosts: [(host: String, secret: String)] = []
+        var certificates: [TLSCertificateSource] = []
         var backendIndex: [String: Int] = [:]
         var hostEntries: [String: Int32] = [:]
         var services: [String: Service] = [:]
@@ -276,13 +280,22 @@ public enum RouteCompiler {
                 for h in t.hosts { tlsHosts.append((h, "(default certificate)")) }
                 return
             }
-            var found = set.secrets.contains { $0.meta.namespace == ing.meta.namespace && $0.meta.name == secret }
+            var found = false
+            if let s = set.secrets.first(where: { $0.meta.namespace == ing.meta.namespace && $0.meta.name == secret }) {
+                found = true
+                certificates.append(TLSCertificateSource(hosts: t.hosts, secret: "\(ing.meta.namespace)/\(secret)", certificatePEM: s.certificatePEM,
+                                                         keyPEM: s.keyPEM, file: s.meta.location.file, line: s.meta.location.line,
+                                                         object: "Secret \(s.meta.key)", field: "data"))
+            }
             if !found, let dir = options.certsDirectory {
                 let crt = dir + "/" + secret + "/tls.crt", key = dir + "/" + secret + "/tls.key"
                 if let c = try? String(contentsOfFile: crt, encoding: .utf8), let k = try? String(contentsOfFile: key, encoding: .utf8) {
                     if let err = Validation.pemError(certificate: c, key: k) {
                         problems.append(ConfigProblem(.error, file: ing.meta.location.file, line: t.line, object: ing.label,
                                                       field: "spec.tls.secretName", message: "\(dir)/\(secret): \(err)"))
+                    } else {
+                        certificates.append(TLSCertificateSource(hosts: t.hosts, secret: "\(ing.meta.namespace)/\(secret)", certificatePEM: c,
+                                                                 keyPEM: k, file: crt, line: 1, object: "", field: "tls.key"))
                     }
                     found = true
                 }
@@ -301,4 +314,17 @@ public enum RouteCompiler {
             }
         }
     }
+}
+
+/// A certificate an Ingress asks for, and where it came from (for errors such as a key that does
+/// not match its certificate).
+public struct TLSCertificateSource: Sendable {
+    public var hosts: [String]
+    public var secret: String
+    public var certificatePEM: String
+    public var keyPEM: String
+    public var file: String
+    public var line: Int
+    public var object: String
+    public var field: String
 }

@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import SluiceProxy
 import SluiceRouting
+import SluiceTLS
 import SluiceUpstream
 #if canImport(Glibc)
 import Glibc
@@ -65,7 +66,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Plain HTTP listener.")
     var http: ListenAddress = ListenAddress(argument: "127.0.0.1:8080")!
 
-    @Option(help: "HTTPS listener (arrives with TLS support).")
+    @Option(help: "HTTPS listener (TLS 1.2/1.3; SNI picks the certificate).")
     var https: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
 
     @Option(help: "Admin listener (arrives with the admin interface).")
@@ -126,9 +127,19 @@ struct Serve: AsyncParsableCommand {
         let server = ProxyServer(workers: workers, config: store, settings: settings, logger: logger)
         let bound = try await server.listenHTTP(host: http.host, port: http.port)
         logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])
+        // The TLS front context lives for the whole process: sessions and tickets survive reloads.
+        let front = try TLSFrontContext(store: initial.certificates)
+        let boundTLS = try await server.listenHTTPS(host: https.host, port: https.port, front: front)
+        if initial.certificates.isEmpty {
+            logger.warning("no certificate yet (certs/default/ or spec.tls): TLS handshakes fail until one is added")
+        }
         say("sluice serving http on \(bound) with \(workers) worker(s)")
+        say("sluice serving https on \(boundTLS)")
 
-        let reloader = ReloadCoordinator(loader: loader, store: store, logger: logger) { server.pruneUpstreams() }
+        let reloader = ReloadCoordinator(loader: loader, store: store, logger: logger) {
+            server.pruneUpstreams()
+            front.store.replace(store.snapshot.certificates)
+        }
         let watcher = DirectoryWatcher(roots: [rules.rules, rules.certs].filter { FileManager.default.fileExists(atPath: $0) },
                                        debounce: reloadDebounce / 1000) {
             reloader.reload(reason: "files changed")

@@ -64,7 +64,7 @@ struct RoutingEndToEndTests {
             "backends.yaml": ["shop", "api", "wild", "fallback"].map { backendYAML($0, port: port($0)) }.joined(),
             "nested/site.yaml": ingress,
         ])
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2"])
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2"])
         defer { proxy.stop() }
         let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         func backend(_ host: String, _ path: String) throws -> String {
@@ -112,7 +112,7 @@ struct RoutingEndToEndTests {
         let check = try run(Paths.sluice, ["check", "--rules", dir])
         #expect(check.status == 1)
         #expect(check.stdout.contains("bad.yaml:4: Ingress web/bad: spec.rules[0].http.paths[0].path: must not contain '//'"), "\(check.stdout)")
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", dir, "--http", "127.0.0.1:0"])
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
         defer { proxy.stop() }
         let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         #expect(proxy.output.contains("must not contain '//'"))

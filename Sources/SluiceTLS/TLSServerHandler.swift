@@ -1,0 +1,194 @@
+import NIOCore
+
+/// Sent up the pipeline once a handshake completes.
+public struct TLSHandshakeCompleted: Sendable {
+    public var serverName: String?
+    public var alpn: String?
+    public var version: String
+    public var resumed: Bool
+    /// Identifies the certificate (context) chosen for this connection.
+    public var certificate: ObjectIdentifier?
+}
+
+/// Server-side TLS for one connection: ciphertext below, plaintext above.
+///
+/// States: handshaking → active → closing → closed. Plaintext written before the handshake ends
+/// waits; `close` sends close_notify before closing the socket; a peer's close_notify or an
+/// unclean end both end in `closed`.
+public final class TLSServerHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    enum State {
+        case handshaking
+        case active
+        case closing
+        case closed
+    }
+
+    private let front: TLSContext
+    private let store: CertificateStoreBox
+    private var connection: TLSConnection?
+    private var state = State.handshaking
+    private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var firedRead = false
+
+    public init(front: TLSFrontContext) {
+        self.front = front.context
+        self.store = front.store
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        connection = try? TLSConnection(front: front)
+        if connection == nil { context.close(promise: nil) }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let connection, state != .closed else { return }
+        connection.feed(unwrapInboundIn(data))
+        if state == .handshaking {
+            switch connection.handshake() {
+            case .done:
+                state = .active
+                flushCiphertext(context: context)
+                let chosen = connection.contextIdentity
+                let identity = chosen.flatMap { c in store.current.identity(of: c) }
+                context.fireUserInboundEventTriggered(TLSHandshakeCompleted(
+                    serverName: connection.serverName, alpn: connection.negotiatedProtocol,
+                    version: connection.protocolVersion, resumed: connection.sessionReused, certificate: identity))
+                let queued = pendingWrites
+                pendingWrites = []
+                for (b, p) in queued { write(context: context, data: wrapOutboundOut(b), promise: p) }
+                context.flush()
+            case .wantRead:
+                flushCiphertext(context: context)
+                return
+            case .closed, .failed:
+                // A refused or broken handshake: send the alert OpenSSL prepared, then close.
+                flushCiphertext(context: context)
+                state = .closed
+                context.close(promise: nil)
+                return
+            }
+        }
+        readPlaintext(context: context)
+    }
+
+    private func readPlaintext(context: ChannelHandlerContext) {
+        guard let connection else { return }
+        while state == .active || state == .closing {
+            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
+            switch connection.read(into: &out) {
+            case .done:
+                if out.readableBytes > 0 {
+                    firedRead = true
+                    context.fireChannelRead(wrapInboundOut(out))
+                }
+            case .wantRead:
+                // TLS 1.3 tickets and key updates produce output while reading.
+                flushCiphertext(context: context)
+                return
+            case .closed:
+                // close_notify from the peer: the plaintext stream ended.
+                flushCiphertext(context: context)
+                context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+                return
+            case .failed:
+                state = .closed
+                context.close(promise: nil)
+                return
+            }
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if firedRead {
+            firedRead = false
+        }
+        context.fireChannelReadComplete()
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let plaintext = unwrapOutboundIn(data)
+        switch state {
+        case .handshaking:
+            pendingWrites.append((plaintext, promise))
+        case .active:
+            guard let connection else { return }
+            if plaintext.readableBytes == 0 {
+                context.write(wrapOutboundOut(plaintext), promise: promise)
+                return
+            }
+            switch connection.write(plaintext) {
+            case .done, .wantRead:
+                if let cipher = connection.drainCiphertext(allocator: context.channel.allocator) {
+                    context.write(wrapOutboundOut(cipher), promise: promise)
+                } else {
+                    promise?.succeed(())
+                }
+            case .closed, .failed:
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                state = .closed
+                context.close(promise: nil)
+            }
+        case .closing, .closed:
+            promise?.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, state == .active, let connection else {
+            state = .closed
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        state = .closing
+        connection.shutdown()
+        if let notify = connection.drainCiphertext(allocator: context.channel.allocator) {
+            context.writeAndFlush(wrapOutboundOut(notify), promise: nil)
+        }
+        state = .closed
+        context.close(mode: mode, promise: promise)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        for (_, p) in pendingWrites { p?.fail(ChannelError.ioOnClosedChannel) }
+        pendingWrites = []
+        context.fireChannelInactive()
+    }
+
+    private func flushCiphertext(context: ChannelHandlerContext) {
+        guard let connection, let out = connection.drainCiphertext(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+    }
+}
+
+/// The front context and the certificate store it consults, built once per process.
+public final class TLSFrontContext: Sendable {
+    public let store: CertificateStoreBox
+    let context: TLSContext
+
+    public init(store: CertificateStore) throws {
+        let box = CertificateStoreBox(store)
+        self.store = box
+        self.context = try TLSContext(front: box)
+    }
+}
+
+extension CertificateStore {
+    /// Which context of this store an `SSL_CTX` is.
+    func identity(of ctx: OpaquePointer) -> ObjectIdentifier? {
+        if let d = defaultContext, d.ctx == ctx { return ObjectIdentifier(d) }
+        for c in exact.values where c.ctx == ctx { return ObjectIdentifier(c) }
+        for c in wildcard.values where c.ctx == ctx { return ObjectIdentifier(c) }
+        return nil
+    }
+
+    /// The identity of the context a Host would get by SNI.
+    public func identity(forHost host: String) -> ObjectIdentifier? {
+        context(for: host).map { ObjectIdentifier($0) }
+    }
+}

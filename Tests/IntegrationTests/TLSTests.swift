@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+
+/// TLS termination through the system OpenSSL, checked with openssl s_client and curl.
+@Suite("TLS", .serialized)
+struct TLSTests {
+    final class Fixture: @unchecked Sendable {
+        let stack: Stack
+        let rules: String
+        let certs: String
+        var proxy: ChildProcess!
+        var http = 0
+        var https = 0
+
+        init() throws {
+            stack = try Stack(backends: ["shop", "apps"], defaultBackend: false)
+            stack.proxy.stop()
+            certs = emptyDirectory()
+            _ = try run(Paths.repo.appendingPathComponent("scripts/dev-certs.sh").path, [certs])
+            rules = emptyDirectory()
+            var yaml = ""
+            for b in stack.backends {
+                yaml += """
+                apiVersion: v1
+                kind: Service
+                metadata: {name: \(b.name)}
+                spec: {ports: [{port: 80, targetPort: \(b.port)}]}
+                ---
+                apiVersion: discovery.k8s.io/v1
+                kind: EndpointSlice
+                metadata: {name: \(b.name)-1, labels: {kubernetes.io/service-name: \(b.name)}}
+                addressType: IPv4
+                ports: [{port: \(b.port)}]
+                endpoints: [{addresses: [127.0.0.1]}]
+                ---
+
+                """
+            }
+            yaml += """
+            apiVersion: networking.k8s.io/v1
+            kind: Ingress
+            metadata: {name: shop}
+            spec:
+              tls: [{hosts: [shop.local], secretName: shop-tls}]
+              rules: [{host: shop.local, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}}]
+            ---
+            apiVersion: networking.k8s.io/v1
+            kind: Ingress
+            metadata:
+              name: apps
+              annotations: {sluice.io/ssl-redirect: "false"}
+            spec:
+              tls: [{hosts: ["*.apps.local"], secretName: wildcard-apps-tls}]
+              rules: [{host: "*.apps.local", http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: apps, port: {number: 80}}}}]}}]
+            """
+            try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
+            proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+            https = Int(try proxy.waitFor(#"serving https on \S*:(\d+)"#))!
+        }
+
+        /// `openssl s_client` output for one handshake (stdin closes after a short pause, so TLS 1.3
+        /// tickets arrive before it exits).
+        func sClient(_ args: [String]) throws -> String {
+            let cmd = "(sleep 0.3; echo) | openssl s_client -connect 127.0.0.1:\(https) " + args.joined(separator: " ") + " 2>&1"
+            return try run("/bin/sh", ["-c", cmd], timeout: 20).stdout
+        }
+
+        deinit {
+            proxy?.stop()
+            stack.stop()
+        }
+    }
+
+    @Test func sniPicksTheCertificate() throws {
+        let f = try Fixture()
+        #expect(try f.sClient(["-servername", "shop.local"]).contains("subject=CN = shop.local"))
+        #expect(try f.sClient(["-servername", "blog.apps.local"]).contains("subject=CN = *.apps.local"))
+        #expect(try f.sClient(["-servername", "a.b.apps.local"]).contains("subject=CN = localhost"), "a wildcard covers one label")
+        #expect(try f.sClient(["-servername", "unknown.test"]).contains("subject=CN = localhost"))
+        #expect(try f.sClient(["-noservername"]).contains("subject=CN = localhost"))
+    }
+
+    @Test func protocolsCiphersAndALPN() throws {
+        let f = try Fixture()
+        let alpn = try f.sClient(["-servername", "shop.local", "-alpn", "http/1.1"])
+        #expect(alpn.contains("ALPN protocol: http/1.1"), "\(alpn)")
+        #expect(try f.sClient(["-servername", "shop.local", "-alpn", "spdy/3"]).contains("No ALPN negotiated"))
+        let tls12 = try f.sClient(["-servername", "shop.local", "-tls1_2"])
+        #expect(tls12.contains("Protocol  : TLSv1.2"))
+        #expect(tls12.contains("Cipher    : ECDHE-"), "\(tls12)")
+        #expect(tls12.contains("Compression: NONE"))
+        for old in ["-tls1_1", "-tls1"] {
+            let r = try f.sClient(["-servername", "shop.local", old])
+            #expect(!r.contains("Cipher is ECDHE") && !r.contains("subject=CN"), "\(old) accepted: \(r)")
+        }
+        let weak = try f.sClient(["-servername", "shop.local", "-tls1_2", "-cipher", "AES128-SHA"])
+        #expect(!weak.contains("subject=CN"), "a non-ECDHE, non-AEAD suite was accepted")
+    }
+
+    @Test func sessionsResume() throws {
+        let f = try Fixture()
+        let sess = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-sess-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: sess) }
+        for version in ["-tls1_2", "-tls1_3"] {
+            let first = try f.sClient(["-servername", "shop.local", version, "-sess_out", sess])
+            #expect(first.contains("New, "), "\(version): \(first)")
+            let second = try f.sClient(["-servername", "shop.local", version, "-sess_in", sess])
+            #expect(second.contains("Reused, "), "\(version) not resumed: \(second)")
+        }
+    }
+
+    @Test func proxiesOverHTTPSRedirectsAndRefusesMisdirected() throws {
+        let f = try Fixture()
+        let ca = f.certs + "/dev-ca/ca.crt"
+        let r = try curl(["--cacert", ca, "--resolve", "shop.local:\(f.https):127.0.0.1", "https://shop.local:\(f.https)/cart?x=1"])
+        #expect(r.stdout.contains("\"backend\":\"shop\""), "\(r.stdout) \(r.stderr)")
+        #expect(r.stdout.contains("\"x-forwarded-proto\":\"https\""))
+        #expect(r.stdout.contains("\"path\":\"/cart?x=1\""))
+        // Plain HTTP to a host with TLS: 308 to the same host, path and query.
+        let plain = try curl(["-i", "-H", "Host: shop.local", "http://127.0.0.1:\(f.http)/cart?x=1"])
+        #expect(plain.stdout.hasPrefix("HTTP/1.1 308"))
+        #expect(plain.stdout.contains("location: https://shop.local:\(f.https)/cart?x=1"), "\(plain.stdout)")
+        // ssl-redirect "false": plain HTTP is served.
+        let apps = try curl(["-H", "Host: blog.apps.local", "http://127.0.0.1:\(f.http)/"])
+        #expect(apps.stdout.contains("\"backend\":\"apps\""))
+        // SNI shop.local, Host of a name the wildcard certificate serves: 421.
+        let mis = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca, "--resolve", "shop.local:\(f.https):127.0.0.1",
+                            "-H", "Host: blog.apps.local", "https://shop.local:\(f.https)/"])
+        #expect(mis.stdout == "421")
+    }
+
+    @Test func certificateChangesApplyOnReload() throws {
+        let f = try Fixture()
+        #expect(try f.sClient(["-servername", "shop.local"]).contains("subject=CN = shop.local"))
+        // Replace the shop certificate by a new one with another subject.
+        let dir = f.certs + "/shop-tls"
+        _ = try run("/bin/sh", ["-c", "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=shop-renewed -keyout \(dir)/tls.key.new -out \(dir)/tls.crt.new 2>/dev/null && mv \(dir)/tls.key.new \(dir)/tls.key && mv \(dir)/tls.crt.new \(dir)/tls.crt"])
+        let start = Date()
+        var out = ""
+        while Date().timeIntervalSince(start) < 3 {
+            out = try f.sClient(["-servername", "shop.local"])
+            if out.contains("CN = shop-renewed") { break }
+            usleep(100_000)
+        }
+        #expect(out.contains("subject=CN = shop-renewed"))
+        // A key that does not match its certificate is reported with its file.
+        try String(contentsOfFile: f.certs + "/default/tls.key", encoding: .utf8).write(toFile: dir + "/tls.key", atomically: true, encoding: .utf8)
+        _ = try f.proxy.waitFor("shop-tls/tls.crt:1: tls.key: default/shop-tls: tls.key does not match the certificate", timeout: 3)
+    }
+}
