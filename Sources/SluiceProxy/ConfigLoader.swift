@@ -28,10 +28,10 @@ public final class ConfigLoader: Sendable {
         var compiled = RouteCompiler.compile(manifests, options: options)
         let t2 = ContinuousClock.now
         var problems = compiled.problems
-        let (certificates, redirects) = buildCertificates(compiled, manifests: manifests, problems: &problems)
+        let (certificates, redirects, hsts) = buildCertificates(compiled, manifests: manifests, problems: &problems)
         compiled.problems = problems
         let snapshot = ConfigSnapshot(generation: generation, table: compiled.table, fallback: fallback, problems: problems,
-                                      certificates: certificates, redirectHosts: redirects)
+                                      certificates: certificates, redirectHosts: redirects, hstsHosts: hsts)
         let t3 = ContinuousClock.now
         lastTimings.withLock { $0 = (t1 - t0, t2 - t1, t3 - t2) }
         return (snapshot, compiled, lastGood)
@@ -39,7 +39,8 @@ public final class ConfigLoader: Sendable {
 
     /// The certificate store (default certificate from `certs/default/`, then each Ingress's
     /// `spec.tls`), and the hosts whose plain-HTTP requests redirect to https.
-    func buildCertificates(_ compiled: CompiledRoutes, manifests: ManifestSet, problems: inout [ConfigProblem]) -> (CertificateStore, Set<String>) {
+    func buildCertificates(_ compiled: CompiledRoutes, manifests: ManifestSet, problems: inout [ConfigProblem])
+        -> (CertificateStore, Set<String>, [String: [UInt8]]) {
         var store = CertificateStore()
         var used: [String: TLSContext] = [:]
         func context(_ cert: String, _ key: String) throws -> TLSContext {
@@ -72,18 +73,33 @@ public final class ConfigLoader: Sendable {
         }
         contexts.withLock { $0 = used }
         // Plain HTTP to a host with TLS redirects unless its Ingress says otherwise.
+        // HSTS only when an Ingress asks: `sluice.io/hsts: "true"` or the header's value.
         var redirects = Set<String>()
+        var hsts: [String: [UInt8]] = [:]
         for ing in manifests.ingresses {
             let a = ing.meta.annotations
             let off = a["sluice.io/ssl-redirect"] == "false" || a["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
-            if off { continue }
+            var hstsValue: String? = nil
+            if let v = a["sluice.io/hsts"]?.trimmingCharacters(in: .whitespaces), !v.isEmpty, v != "false" {
+                if v == "true" {
+                    hstsValue = "max-age=31536000"
+                } else if v.hasPrefix("max-age="), v.allSatisfy({ $0.isASCII && !$0.isNewline }) {
+                    hstsValue = v
+                } else {
+                    problems.append(ConfigProblem(.error, file: ing.meta.location.file, line: ing.meta.location.line, object: ing.label,
+                                                  field: "metadata.annotations[sluice.io/hsts]",
+                                                  message: "'\(v)' is not \"true\", \"false\" or a Strict-Transport-Security value starting with max-age="))
+                }
+            }
             for t in ing.tls {
                 for h in t.hosts where store.context(for: h.hasPrefix("*.") ? "x" + h.dropFirst(1) : h) != nil {
-                    redirects.insert(h.hasPrefix("*.") ? String(h.dropFirst(1)) : h)
+                    let key = h.hasPrefix("*.") ? String(h.dropFirst(1)) : h
+                    if !off { redirects.insert(key) }
+                    if let hstsValue { hsts[key] = Array("strict-transport-security: \(hstsValue)\r\n".utf8) }
                 }
             }
         }
-        return (store, redirects)
+        return (store, redirects, hsts)
     }
 
     /// Durations of the last load: files, compile, snapshot (for the reload log line).

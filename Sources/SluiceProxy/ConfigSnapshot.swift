@@ -17,9 +17,12 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
     public let certificates: CertificateStore
     /// Hosts whose plain-HTTP requests get a 308 to https (exact names, and `*.suffix` as ".suffix").
     public let redirectHosts: Set<String>
+    /// Hosts whose TLS responses carry Strict-Transport-Security (the header line, CRLF included).
+    public let hstsHosts: [String: [UInt8]]
 
     public init(generation: Int, table: RouteTable = RouteTable(), fallback: BackendPool? = nil, problems: [ConfigProblem] = [],
-                certificates: CertificateStore = CertificateStore(), redirectHosts: Set<String> = []) {
+                certificates: CertificateStore = CertificateStore(), redirectHosts: Set<String> = [], hstsHosts: [String: [UInt8]] = [:]) {
+        self.hstsHosts = hstsHosts
         self.generation = generation
         self.table = table
         self.fallback = fallback
@@ -60,6 +63,14 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         if redirectHosts.contains(host) { return true }
         if let dot = host.firstIndex(of: ".") { return redirectHosts.contains(String(host[dot...])) }
         return false
+    }
+
+    /// The HSTS header line for a host served over TLS, if its Ingress asks for one.
+    public func hsts(host: String) -> [UInt8]? {
+        if hstsHosts.isEmpty { return nil }
+        if let v = hstsHosts[host] { return v }
+        if let dot = host.firstIndex(of: ".") { return hstsHosts[String(host[dot...])] }
+        return nil
     }
 
     /// Every endpoint this configuration can send to (idle connections to others are closed).

@@ -171,7 +171,7 @@ enum ForwardedHeads {
     /// The response head sent to the client.
     static func writeResponseHead(
         into out: inout ByteBuffer, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
-        keepContentLength: Bool, chunked: Bool, connection: ConnectionDirective
+        keepContentLength: Bool, chunked: Bool, connection: ConnectionDirective, extra: [UInt8]? = nil
     ) {
         // "HTTP/x.y " is 9 bytes; the status code, reason and CRLF follow unchanged.
         out.writeStaticString("HTTP/1.1 ")
@@ -193,6 +193,7 @@ enum ForwardedHeads {
             out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.line]))
         }
         if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        if let extra { out.writeBytes(extra) }
         switch connection {
         case .none: break
         case .close: out.writeStaticString("connection: close\r\n")

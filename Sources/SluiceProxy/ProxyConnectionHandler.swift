@@ -135,6 +135,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     private let tls: Bool
     /// The certificate SNI chose, to refuse a Host that another certificate serves (421).
     private var sniCertificate: ObjectIdentifier? = nil
+    /// Strict-Transport-Security for the current exchange (TLS hosts whose Ingress asks for it).
+    private var hstsLine: [UInt8]? = nil
 
     init(loop: EventLoopContext, tls: Bool = false) {
         self.loop = loop
@@ -436,6 +438,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
             return (h, String(decoding: UnsafeRawBufferPointer(rebasing: p[t]), as: UTF8.self))
         }
         if tls {
+            hstsLine = snapshot.hsts(host: host)
             if let sni = sniCertificate, let forHost = snapshot.certificates.identity(forHost: host), sni != forHost {
                 inbound.moveReaderIndex(forwardBy: headLength)
                 respondLocal(status: 421, detail: "host \(host) is served by another certificate than the TLS server name chose", close: requestFraming != .none)
@@ -564,7 +567,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     private func writeResponseHead(_ head: HTTP1Head, buffer: ByteBuffer, keepCL: Bool, chunked: Bool, connection: ConnectionDirective) {
         var out = context.channel.allocator.buffer(capacity: head.headLength + 64)
         buffer.withUnsafeReadableBytes { p in
-            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked, connection: connection)
+            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
+                                             connection: connection, extra: head.isInformational ? nil : hstsLine)
         }
         context.write(wrapOutboundOut(out), promise: nil)
     }

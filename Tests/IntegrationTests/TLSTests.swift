@@ -39,7 +39,9 @@ struct TLSTests {
             yaml += """
             apiVersion: networking.k8s.io/v1
             kind: Ingress
-            metadata: {name: shop}
+            metadata:
+              name: shop
+              annotations: {sluice.io/hsts: "max-age=600; includeSubDomains"}
             spec:
               tls: [{hosts: [shop.local], secretName: shop-tls}]
               rules: [{host: shop.local, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}}]
@@ -117,6 +119,10 @@ struct TLSTests {
         #expect(r.stdout.contains("\"backend\":\"shop\""), "\(r.stdout) \(r.stderr)")
         #expect(r.stdout.contains("\"x-forwarded-proto\":\"https\""))
         #expect(r.stdout.contains("\"path\":\"/cart?x=1\""))
+        let head = try curl(["-sI", "--cacert", ca, "--resolve", "shop.local:\(f.https):127.0.0.1", "https://shop.local:\(f.https)/"])
+        #expect(head.stdout.contains("strict-transport-security: max-age=600; includeSubDomains"), "\(head.stdout)")
+        let noHSTS = try curl(["-sI", "--cacert", ca, "--resolve", "blog.apps.local:\(f.https):127.0.0.1", "https://blog.apps.local:\(f.https)/"])
+        #expect(!noHSTS.stdout.lowercased().contains("strict-transport-security"), "HSTS only where asked")
         // Plain HTTP to a host with TLS: 308 to the same host, path and query.
         let plain = try curl(["-i", "-H", "Host: shop.local", "http://127.0.0.1:\(f.http)/cart?x=1"])
         #expect(plain.stdout.hasPrefix("HTTP/1.1 308"))
