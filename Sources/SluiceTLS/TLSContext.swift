@@ -79,7 +79,7 @@ public final class TLSContext: @unchecked Sendable {
     /// A context without a certificate: the one every connection starts on. Its SNI callback moves
     /// each connection to the right certificate, and it keeps the session cache and ticket keys,
     /// so that resumption survives configuration reloads.
-    init(front store: CertificateStoreBox) throws {
+    init(front store: CertificateStoreBox, ticketRotation: Double) throws {
         guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
         self.ctx = ctx
         subject = "(front)"
@@ -88,6 +88,8 @@ public final class TLSContext: @unchecked Sendable {
         _ = sluice_SSL_CTX_sess_set_cache_size(ctx, 20_000)
         _ = sluice_SSL_CTX_set_tlsext_servername_callback(ctx, sluiceServerNameCallback)
         _ = sluice_SSL_CTX_set_tlsext_servername_arg(ctx, Unmanaged.passUnretained(store).toOpaque())
+        TicketKeyRing.shared.withLock { $0 = TicketKeyRing(rotation: ticketRotation) }
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, sluiceTicketKeyCallback)
     }
 
     deinit {

@@ -171,10 +171,12 @@ public final class TLSFrontContext: Sendable {
     public let store: CertificateStoreBox
     let context: TLSContext
 
-    public init(store: CertificateStore) throws {
+    /// `ticketRotation`: seconds between session ticket key rotations (the previous key still
+    /// decrypts for one more period).
+    public init(store: CertificateStore, ticketRotation: Double = 12 * 3600) throws {
         let box = CertificateStoreBox(store)
         self.store = box
-        self.context = try TLSContext(front: box)
+        self.context = try TLSContext(front: box, ticketRotation: ticketRotation)
     }
 }
 

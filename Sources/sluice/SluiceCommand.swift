@@ -84,6 +84,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Milliseconds of quiet after a change in --rules or --certs before reloading.")
     var reloadDebounce: Double = 100
 
+    @Option(help: "Seconds between TLS session ticket key rotations (keys live in memory only).")
+    var tlsTicketRotation: Double = 43200
+
     @Option(help: "Seconds a client has to send a whole request head (408).")
     var headTimeout: Double = 10
 
@@ -128,7 +131,7 @@ struct Serve: AsyncParsableCommand {
         let bound = try await server.listenHTTP(host: http.host, port: http.port)
         logger.info("listening", metadata: ["http": "\(bound)", "workers": "\(workers)"])
         // The TLS front context lives for the whole process: sessions and tickets survive reloads.
-        let front = try TLSFrontContext(store: initial.certificates)
+        let front = try TLSFrontContext(store: initial.certificates, ticketRotation: tlsTicketRotation)
         let boundTLS = try await server.listenHTTPS(host: https.host, port: https.port, front: front)
         if initial.certificates.isEmpty {
             logger.warning("no certificate yet (certs/default/ or spec.tls): TLS handshakes fail until one is added")

@@ -12,7 +12,7 @@ struct TLSTests {
         var http = 0
         var https = 0
 
-        init() throws {
+        init(extra: [String] = []) throws {
             stack = try Stack(backends: ["shop", "apps"], defaultBackend: false)
             stack.proxy.stop()
             certs = emptyDirectory()
@@ -56,7 +56,7 @@ struct TLSTests {
               rules: [{host: "*.apps.local", http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: apps, port: {number: 80}}}}]}}]
             """
             try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
-            proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+            proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"] + extra)
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
             https = Int(try proxy.waitFor(#"serving https on \S*:(\d+)"#))!
         }
@@ -110,6 +110,19 @@ struct TLSTests {
             let second = try f.sClient(["-servername", "shop.local", version, "-sess_in", sess])
             #expect(second.contains("Reused, "), "\(version) not resumed: \(second)")
         }
+    }
+
+    @Test func ticketKeysRotateAndThePreviousKeyStillResumes() throws {
+        let f = try Fixture(extra: ["--tls-ticket-rotation", "1.5"])
+        let sess = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-ticket-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: sess) }
+        // TLS 1.3 resumes with tickets only (no server-side cache lookup by id).
+        let first = try f.sClient(["-servername", "shop.local", "-tls1_3", "-sess_out", sess])
+        #expect(first.contains("New, "))
+        usleep(1_700_000)  // one rotation: the ticket's key is now the previous one
+        #expect(try f.sClient(["-servername", "shop.local", "-tls1_3", "-sess_in", sess]).contains("Reused, "))
+        usleep(3_200_000)  // two more rotations: the key is gone
+        #expect(try f.sClient(["-servername", "shop.local", "-tls1_3", "-sess_in", sess]).contains("New, "))
     }
 
     @Test func proxiesOverHTTPSRedirectsAndRefusesMisdirected() throws {
