@@ -12,7 +12,7 @@ LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(ab
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench
+.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -49,6 +49,11 @@ test: test-deps build
 	  else echo "llhttp corpus not found at $(LLHTTP_CORPUS): corpus tests SKIPPED"; fi
 	$(SWIFT) build --build-tests
 	SLUICE_BIN=$(abspath $(RELEASE_BIN)) SLUICE_LLHTTP_CORPUS=$(LLHTTP_CORPUS) $(SWIFT) test --skip-build
+
+# Slower checks outside `make test`: an sslscan of the TLS listener.
+test-extended: deps build
+	$(call apt_install,sslscan)
+	@./scripts/tls-scan.sh
 
 bench: bench-deps build
 	@./benchmarks/run.sh

@@ -3,7 +3,9 @@
 # 127.0.0.1, interleaved (A B C, A B C, …), every load run bounded by wrk's -d.
 # Writes benchmarks/out/<timestamp>/ (raw wrk output) and prints a Markdown summary of ratios.
 #
-#   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" ./benchmarks/run.sh
+#   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
+#   SCHEMES="http https https-close" ./benchmarks/run.sh
+# https: keep-alive over TLS; https-close: a new connection (full handshake) per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -12,11 +14,15 @@ WORKERS=${WORKERS:-"1 2"}
 CONNS=${CONNS:-"50"}
 SIZES=${SIZES:-"13"}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
+SCHEMES=${SCHEMES:-"http"}
 SLUICE=${SLUICE:-.build/release/sluice}
 BACKEND_PORT=18080
 declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083)
+declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093)
 out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/www"
+./scripts/dev-certs.sh "$out/certs" >/dev/null
+cat "$out/certs/default/tls.crt" "$out/certs/default/tls.key" > "$out/certs/combined.pem"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -45,7 +51,8 @@ start_proxy() {  # name workers → pid
   local name=$1 w=$2 port=${PORT[$1]}
   case $name in
     sluice)
-      "$SLUICE" serve --rules "$out/empty-rules" --http 127.0.0.1:$port --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning >"$out/sluice.log" 2>&1 &
+      "$SLUICE" serve --rules "$out/empty-rules" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[sluice]} \
+        --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning >"$out/sluice.log" 2>&1 &
       ;;
     nginx)
       cat > "$out/nginx-proxy.conf" <<CONF
@@ -60,6 +67,11 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   server {
     listen 127.0.0.1:$port reuseport;
+    listen 127.0.0.1:${TLSPORT[nginx]} ssl reuseport;
+    ssl_certificate $PWD/$out/certs/default/tls.crt;
+    ssl_certificate_key $PWD/$out/certs/default/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
   }
 }
@@ -79,6 +91,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$port
+  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2
   default_backend be
 backend be
   http-reuse always
@@ -98,6 +111,7 @@ wait_port $BACKEND_PORT
   echo "settings: rounds=$ROUNDS duration=${DURATION}s workers=[$WORKERS] conns=[$CONNS] sizes=[$SIZES]"
 } > "$out/meta.txt"
 
+for scheme in $SCHEMES; do
 for w in $WORKERS; do
   for c in $CONNS; do
     for size in $SIZES; do
@@ -106,9 +120,14 @@ for w in $WORKERS; do
           pid=$(start_proxy "$p" "$w")
           pids+=("$pid")
           wait_port "${PORT[$p]}"
+          case $scheme in
+            http) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=() ;;
+            https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
+            https-close) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
+          esac
           # warm the upstream pool, then measure
-          wrk -t1 -c"$c" -d1s "http://127.0.0.1:${PORT[$p]}/$size" >/dev/null 2>&1 || true
-          wrk -t1 -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$p]}/$size" > "$out/w$w-c$c-s$size-r$r-$p.txt" 2>&1 || true
+          wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
+          wrk -t1 -c"$c" -d"${DURATION}s" --latency "${extra[@]}" "$url" > "$out/$scheme-w$w-c$c-s$size-r$r-$p.txt" 2>&1 || true
           kill "$pid" 2>/dev/null || true
           wait "$pid" 2>/dev/null || true
           sleep 0.5
@@ -116,5 +135,6 @@ for w in $WORKERS; do
       done
     done
   done
+done
 done
 python3 benchmarks/summarize.py "$out" | tee "$out/summary.md"

@@ -16,16 +16,16 @@ def parse(path):
 
 out = pathlib.Path(sys.argv[1])
 runs = collections.defaultdict(lambda: collections.defaultdict(list))
-for f in sorted(out.glob("w*-c*-s*-r*-*.txt")):
-    m = re.match(r"w(\d+)-c(\d+)-s(\d+)-r(\d+)-(\w+)\.txt", f.name)
-    w, c, s, r, proxy = m.groups()
-    runs[(int(w), int(c), int(s))][proxy].append(parse(f))
+for f in sorted(out.glob("*-w*-c*-s*-r*-*.txt")):
+    m = re.match(r"([\w-]+)-w(\d+)-c(\d+)-s(\d+)-r(\d+)-(\w+)\.txt", f.name)
+    scheme, w, c, s, r, proxy = m.groups()
+    runs[(scheme, int(w), int(c), int(s))][proxy].append(parse(f))
 
 print((out / "meta.txt").read_text())
-print("| workers | conns | body | proxy | median req/s | p50 ms | p99 ms | errors | sluice ÷ proxy (req/s) |")
-print("|---:|---:|---:|---|---:|---:|---:|---|---:|")
+print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | errors | sluice ÷ proxy (req/s) |")
+print("|---|---:|---:|---:|---|---:|---:|---:|---|---:|")
 for key in sorted(runs):
-    w, c, s = key
+    scheme, w, c, s = key
     med = {}
     for proxy, rs in runs[key].items():
         med[proxy] = (statistics.median(x[0] for x in rs),
@@ -37,4 +37,4 @@ for key in sorted(runs):
         rps, p50, p99, errs, sock = med[proxy]
         ratio = "" if proxy == "sluice" or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
         e = f"{errs} non-2xx" + (f"; sockets: {sock}" if sock else "") if errs or sock else "0"
-        print(f"| {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
+        print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
