@@ -112,15 +112,17 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let plaintext = unwrapOutboundIn(data)
+        if plaintext.readableBytes == 0 {
+            // An empty write is a flush barrier (close after flush): it must never wait for a
+            // handshake that may never finish.
+            context.write(wrapOutboundOut(plaintext), promise: promise)
+            return
+        }
         switch state {
         case .handshaking:
             pendingWrites.append((plaintext, promise))
         case .active:
             guard let connection else { return }
-            if plaintext.readableBytes == 0 {
-                context.write(wrapOutboundOut(plaintext), promise: promise)
-                return
-            }
             switch connection.write(plaintext) {
             case .done, .wantRead:
                 if let cipher = connection.drainCiphertext(allocator: context.channel.allocator) {
@@ -138,8 +140,26 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         }
     }
 
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed, state == .handshaking {
+            // The peer gave up before the handshake ended: nothing can follow.
+            state = .closed
+            failPendingWrites()
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func failPendingWrites() {
+        let queued = pendingWrites
+        pendingWrites = []
+        for (_, p) in queued { p?.fail(ChannelError.ioOnClosedChannel) }
+    }
+
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         guard mode == .all, state == .active, let connection else {
+            if mode == .all { failPendingWrites() }
             state = .closed
             context.close(mode: mode, promise: promise)
             return
@@ -155,8 +175,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func channelInactive(context: ChannelHandlerContext) {
         state = .closed
-        for (_, p) in pendingWrites { p?.fail(ChannelError.ioOnClosedChannel) }
-        pendingWrites = []
+        failPendingWrites()
         context.fireChannelInactive()
     }
 

@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// TLS termination through the system OpenSSL, checked with openssl s_client and curl.
 @Suite("TLS", .serialized)
@@ -147,6 +150,22 @@ struct TLSTests {
         let mis = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca, "--resolve", "shop.local:\(f.https):127.0.0.1",
                             "-H", "Host: blog.apps.local", "https://shop.local:\(f.https)/"])
         #expect(mis.stdout == "421")
+    }
+
+    @Test func shutdownDoesNotWaitForUnfinishedHandshakes() throws {
+        let f = try Fixture()
+        // A client that connects to the TLS port and never says hello, and one that gives up
+        // half-way (half-closes): neither may hold the drain.
+        let silent = try RawClient(port: f.https)
+        let quitter = try RawClient(port: f.https)
+        quitter.send([0x16, 0x03, 0x01, 0x00, 0x10])
+        quitter.shutdownWrite()
+        usleep(200_000)
+        let start = Date()
+        f.proxy.signal(SIGTERM)
+        #expect(f.proxy.waitForExit(timeout: 10) == 0)
+        #expect(Date().timeIntervalSince(start) < 5, "drain waited \(Date().timeIntervalSince(start)) s")
+        _ = silent
     }
 
     @Test func certificateChangesApplyOnReload() throws {
