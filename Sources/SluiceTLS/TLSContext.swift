@@ -90,6 +90,8 @@ public final class TLSContext: @unchecked Sendable {
         _ = sluice_SSL_CTX_set_tlsext_servername_arg(ctx, Unmanaged.passUnretained(store).toOpaque())
         TicketKeyRing.shared.withLock { $0 = TicketKeyRing(rotation: ticketRotation) }
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, sluiceTicketKeyCallback)
+        // One TLS 1.3 ticket per handshake instead of two: each costs an encryption.
+        SSL_CTX_set_num_tickets(ctx, 1)
     }
 
     deinit {
