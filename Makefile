@@ -12,7 +12,7 @@ LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(ab
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended
+.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended fuzz
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -55,8 +55,12 @@ test-extended: deps build
 	$(call apt_install,sslscan)
 	@./scripts/tls-scan.sh
 
+# libFuzzer on the HTTP/1 parser and the manifest loader, FUZZ_SECONDS each (default 60).
+fuzz: deps
+	@LLHTTP_CORPUS=$(LLHTTP_CORPUS) ./scripts/fuzz.sh
+
 bench: bench-deps build
 	@./benchmarks/run.sh
 
 clean:
-	rm -rf .build .run
+	rm -rf .build .build-fuzz* .fuzz .run

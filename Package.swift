@@ -78,6 +78,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer targets (`make fuzz`): built only with --sanitize fuzzer.
+        .executableTarget(
+            name: "FuzzHTTP1Parser",
+            dependencies: ["SluiceHTTP1"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
+            name: "FuzzManifestLoader",
+            dependencies: ["SluiceRouting"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
         .testTarget(
             name: "SluiceHTTP1Tests",
             dependencies: ["SluiceHTTP1", .product(name: "NIOCore", package: "swift-nio")]
