@@ -262,4 +262,35 @@ struct ValidationTests {
         #expect(Validation.pemError(certificate: "-----BEGIN CERTIFICATE-----\nMAQCAQE=\n-----END CERTIFICATE-----\n",
                                     key: "-----BEGIN PRIVATE KEY-----\nMAMCAQE=\n-----END PRIVATE KEY-----\n") != nil)
     }
+
+    @Test func tlsSecretManifestSuppliesTheCertificate() {
+        let yaml = services + """
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: site-tls, namespace: default}
+        type: kubernetes.io/tls
+        data:
+          tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1BTUNBUUU9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
+          tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1BTUNBUUU9Ci0tLS0tRU5EIFBSSVZBVEUgS0VZLS0tLS0K
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: t}
+        spec:
+          tls: [{hosts: [t.test], secretName: site-tls}]
+          rules: [{host: t.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}}]
+        """
+        var o = RoutingOptions()
+        o.certsDirectory = "/nonexistent-certs"
+        let c = compile(yaml, options: o)
+        #expect(c.errors.isEmpty, "\(c.errors)")
+        #expect(c.certificates.count == 1)
+        #expect(c.certificates.first?.hosts == ["t.test"])
+        #expect(c.certificates.first?.object == "Secret default/site-tls")
+        #expect(c.certificates.first?.certificatePEM.contains("BEGIN CERTIFICATE") == true)
+        // An Opaque secret is skipped with a warning, and the reference then fails.
+        let opaque = compile(yaml.replacingOccurrences(of: "type: kubernetes.io/tls", with: "type: Opaque"), options: o)
+        #expect(opaque.problems.contains { $0.description.contains("Secret of type Opaque is not used by Sluice; skipped") })
+        #expect(opaque.errors.contains { $0.message.contains("TLS secret default/site-tls not found") })
+    }
 }
