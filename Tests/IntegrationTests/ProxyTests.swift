@@ -59,6 +59,16 @@ struct ProxyTests {
         #expect(closed)
     }
 
+    @Test func halfClosedClientStillGetsEveryPipelinedAnswer() throws {
+        let s = try Stack()
+        let c = try RawClient(port: s.port)
+        c.send("GET /h1 HTTP/1.1\r\nHost: a\r\n\r\nGET /h2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.shutdownWrite()
+        let (text, closed) = c.receiveUntilClosed()
+        #expect(text.matches(of: /"path":"([^"]+)"/).map { String($0.1) } == ["/h1", "/h2"])
+        #expect(closed)
+    }
+
     @Test func chunkedUploadIsReframed() throws {
         let s = try Stack()
         let body = String(repeating: "0123456789", count: 10_000)
