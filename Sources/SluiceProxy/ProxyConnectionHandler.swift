@@ -669,7 +669,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
             readPausedForPipeline = false
             resumeReadingIfPossible()
         }
-        if inbound.readableBytes > 0 { process() }
+        // A client that half-closed is answered, then closed, once nothing of it is left.
+        if inbound.readableBytes > 0 || clientInputClosed { process() }
         flushIfNeeded()
     }
 
