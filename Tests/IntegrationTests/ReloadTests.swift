@@ -25,25 +25,7 @@ struct ReloadTests {
             port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         }
 
-        func services() -> String {
-            stack.backends.map { b in
-                """
-                apiVersion: v1
-                kind: Service
-                metadata: {name: \(b.name)}
-                spec: {ports: [{port: 80, targetPort: \(b.port)}]}
-                ---
-                apiVersion: discovery.k8s.io/v1
-                kind: EndpointSlice
-                metadata: {name: \(b.name)-1, labels: {kubernetes.io/service-name: \(b.name)}}
-                addressType: IPv4
-                ports: [{port: \(b.port)}]
-                endpoints: [{addresses: [127.0.0.1]}]
-                ---
-
-                """
-            }.joined()
-        }
+        func services() -> String { stack.servicesYAML }
 
         func ingress(_ target: String, path: String = "/") -> String {
             """

@@ -139,6 +139,27 @@ final class Stack: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(port)" }
 
+    /// A Service and an EndpointSlice (default namespace) for each echo backend, for rules folders.
+    var servicesYAML: String {
+        backends.map { b in
+            """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: \(b.name)}
+            spec: {ports: [{port: 80, targetPort: \(b.port)}]}
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: \(b.name)-1, labels: {kubernetes.io/service-name: \(b.name)}}
+            addressType: IPv4
+            ports: [{port: \(b.port)}]
+            endpoints: [{addresses: [127.0.0.1]}]
+            ---
+
+            """
+        }.joined()
+    }
+
     func stop() {
         proxy?.stop()
         for b in backends { b.process.stop() }

@@ -21,24 +21,7 @@ struct TLSTests {
             certs = emptyDirectory()
             _ = try run(Paths.repo.appendingPathComponent("scripts/dev-certs.sh").path, [certs])
             rules = emptyDirectory()
-            var yaml = ""
-            for b in stack.backends {
-                yaml += """
-                apiVersion: v1
-                kind: Service
-                metadata: {name: \(b.name)}
-                spec: {ports: [{port: 80, targetPort: \(b.port)}]}
-                ---
-                apiVersion: discovery.k8s.io/v1
-                kind: EndpointSlice
-                metadata: {name: \(b.name)-1, labels: {kubernetes.io/service-name: \(b.name)}}
-                addressType: IPv4
-                ports: [{port: \(b.port)}]
-                endpoints: [{addresses: [127.0.0.1]}]
-                ---
-
-                """
-            }
+            var yaml = stack.servicesYAML
             yaml += """
             apiVersion: networking.k8s.io/v1
             kind: Ingress
