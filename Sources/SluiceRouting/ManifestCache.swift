@@ -18,6 +18,9 @@ public final class ManifestCache: @unchecked Sendable {
     }
 
     private var entries: [String: Entry] = [:]
+    /// Parsed documents by their text (lines relative to the document), so that editing one
+    /// object in a big multi-document file re-parses only that document.
+    private var documents: [String: ManifestSet] = [:]
 
     public init() {}
 
@@ -42,7 +45,8 @@ public final class ManifestCache: @unchecked Sendable {
                 if e.lastGood != nil && e.problems.contains(where: { $0.severity == .error }) { onLastGood.insert(file) }
                 continue
             }
-            let parsed = ManifestLoader.load(file: file, displayName: file)
+            var docsUsed = Set<String>()
+            let parsed = loadByDocument(file, used: &docsUsed)
             let failed = parsed.problems.contains { $0.severity == .error }
             var entry = Entry(signature: sig, contribution: parsed, problems: parsed.problems, lastGood: entries[file]?.lastGood)
             entry.contribution.problems = []
@@ -59,8 +63,63 @@ public final class ManifestCache: @unchecked Sendable {
             set.problems += entry.problems
         }
         for gone in entries.keys where !seen.contains(gone) { entries[gone] = nil }
+        if documents.count > 4 * max(1, set.ingresses.count + set.services.count + set.endpoints.count + 64) {
+            // Old versions of edited documents pile up; start afresh now and then.
+            documents.removeAll()
+        }
         filesOnLastGood = onLastGood
         return set
+    }
+
+    /// Parses a file document by document, reusing documents whose text did not change. Falls back
+    /// to one parse of the whole file when its document markers are not plain `---` lines.
+    func loadByDocument(_ file: String, used: inout Set<String>) -> ManifestSet {
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            return ManifestLoader.load(file: file, displayName: file)
+        }
+        guard let chunks = Self.splitDocuments(text) else {
+            return ManifestLoader.load(text: text, file: file)
+        }
+        var set = ManifestSet()
+        set.files = [file]
+        for (chunk, firstLine) in chunks {
+            let parsed: ManifestSet
+            if let cached = documents[chunk] {
+                parsed = cached
+            } else {
+                parsed = ManifestLoader.load(text: chunk, file: file)
+                documents[chunk] = parsed
+            }
+            used.insert(chunk)
+            var shifted = parsed.shiftingLines(by: firstLine - 1, file: file)
+            shifted.files = []
+            set.merge(shifted)
+        }
+        return set
+    }
+
+    /// Documents as (text, first line), split at plain `---` lines; nil when the file uses
+    /// directives, `...` ends or content on a `---` line (then only a whole parse is right).
+    static func splitDocuments(_ text: String) -> [(String, Int)]? {
+        var chunks: [(String, Int)] = []
+        var current: [Substring] = []
+        var start = 1
+        var lineNumber = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if line.hasPrefix("%") || line.hasPrefix("...") { return nil }
+            if line.hasPrefix("---") {
+                let rest = line.dropFirst(3).drop { $0 == " " || $0 == "\t" || $0 == "\r" }
+                if !rest.isEmpty && !rest.hasPrefix("#") { return nil }
+                if !current.isEmpty { chunks.append((current.joined(separator: "\n"), start)) }
+                current = []
+                start = lineNumber + 1
+                continue
+            }
+            current.append(line)
+        }
+        if !current.isEmpty { chunks.append((current.joined(separator: "\n"), start)) }
+        return chunks
     }
 
     static func signature(_ path: String) -> Signature? {

@@ -129,6 +129,32 @@ public struct ManifestSet: Sendable {
 
     public init() {}
 
+    /// The same objects with every line number moved by `delta` (a document parsed on its own).
+    func shiftingLines(by delta: Int, file: String) -> ManifestSet {
+        if delta == 0 { return self }
+        var s = self
+        func meta(_ m: inout ObjectMeta) { m.location.line += delta }
+        func backend(_ b: inout IngressBackendSpec) { b.line += delta }
+        for i in s.ingresses.indices {
+            meta(&s.ingresses[i].meta)
+            if s.ingresses[i].defaultBackend != nil { backend(&s.ingresses[i].defaultBackend!) }
+            for t in s.ingresses[i].tls.indices { s.ingresses[i].tls[t].line += delta }
+            for r in s.ingresses[i].rules.indices {
+                s.ingresses[i].rules[r].line += delta
+                for p in s.ingresses[i].rules[r].paths.indices {
+                    s.ingresses[i].rules[r].paths[p].line += delta
+                    backend(&s.ingresses[i].rules[r].paths[p].backend)
+                }
+            }
+        }
+        for i in s.ingressClasses.indices { meta(&s.ingressClasses[i].meta) }
+        for i in s.services.indices { meta(&s.services[i].meta) }
+        for i in s.endpoints.indices { meta(&s.endpoints[i].meta) }
+        for i in s.secrets.indices { meta(&s.secrets[i].meta) }
+        for i in s.problems.indices where s.problems[i].line > 0 { s.problems[i].line += delta }
+        return s
+    }
+
     public mutating func merge(_ other: ManifestSet) {
         ingresses += other.ingresses
         ingressClasses += other.ingressClasses

@@ -1,0 +1,54 @@
+import Foundation
+import SluiceRouting
+import Testing
+
+/// Document-by-document loading must see exactly what one whole parse sees, lines included.
+struct ManifestCacheTests {
+    func folder(_ files: [String: String]) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-cache-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (n, t) in files { try t.write(toFile: dir + "/" + n, atomically: true, encoding: .utf8) }
+        return dir
+    }
+
+    @Test func sameObjectsAndLinesAsAWholeParse() throws {
+        let broken = onePathYAML("/a//b")
+        let dir = try folder([
+            "a.yaml": "# leading comment\n---\n" + services + ingress("x", paths: [("x.test", "/", "Prefix", "a")]) + "--- # marker with a comment\n" + broken,
+            "b.yml": "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Service\n    metadata: {name: l}\n    spec: {ports: [{port: 1}]}\n",
+            "c.json": #"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "j"}, "spec": {"ports": [{"port": 2}]}}"#,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let whole = ManifestLoader.load(directory: dir)
+        let cache = ManifestCache()
+        let byDoc = cache.load(directory: dir)
+        #expect(byDoc.problems.map(\.description) == whole.problems.map(\.description))
+        #expect(byDoc.ingresses == whole.ingresses)
+        #expect(byDoc.services == whole.services)
+        #expect(byDoc.endpoints == whole.endpoints)
+        #expect(!whole.problems.isEmpty)
+        // Again from the cache, after an edit that shifts every later document down two lines.
+        let a = dir + "/a.yaml"
+        try ("# one more\n# and another\n" + String(contentsOfFile: a, encoding: .utf8)).write(toFile: a, atomically: true, encoding: .utf8)
+        let whole2 = ManifestLoader.load(directory: dir)
+        let byDoc2 = cache.load(directory: dir)
+        #expect(byDoc2.problems.map(\.description) == whole2.problems.map(\.description))
+        #expect(byDoc2.ingresses == whole2.ingresses)
+    }
+
+    func onePathYAML(_ path: String) -> String {
+        """
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: bad, namespace: default}
+        spec:
+          rules:
+            - host: ok.test
+              http:
+                paths:
+                  - path: "\(path)"
+                    pathType: Prefix
+                    backend: {service: {name: a, port: {number: 80}}}
+        """
+    }
+}
