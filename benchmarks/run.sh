@@ -5,7 +5,8 @@
 #
 #   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
-# https: keep-alive over TLS; https-close: a new connection (full handshake) per request.
+# https: keep-alive over TLS; https-close: a new connection (full handshake) per request;
+# http-close: a new TCP connection per request without TLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -122,6 +123,7 @@ for w in $WORKERS; do
           wait_port "${PORT[$p]}"
           case $scheme in
             http) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=() ;;
+            http-close) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             https-close) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
           esac
