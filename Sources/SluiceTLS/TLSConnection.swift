@@ -49,11 +49,11 @@ final class TLSConnection {
         return classify(r)
     }
 
-    /// Decrypts what is available into `out` (at most one TLS record's worth per call).
-    func read(into out: inout ByteBuffer) -> Step {
+    /// Decrypts what is available into `out`, at most `limit` bytes (one TLS record at most).
+    func read(into out: inout ByteBuffer, limit: Int) -> Step {
         var got = 0
         var ok: Int32 = 0
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 * 1024) { p -> Int in
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: limit) { p -> Int in
             ok = SSL_read_ex(ssl, p.baseAddress, p.count, &got)
             return ok == 1 ? got : 0
         }

@@ -34,6 +34,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private var state = State.handshaking
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var firedRead = false
+    private var fedBytes = 0
 
     public init(front: TLSFrontContext) {
         self.front = front.context
@@ -47,7 +48,11 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let connection, state != .closed else { return }
-        connection.feed(unwrapInboundIn(data))
+        let ciphertext = unwrapInboundIn(data)
+        // Plaintext is never longer than the ciphertext that carried it: size reads by it, so a
+        // small request does not cost a 16 KiB allocation.
+        fedBytes = ciphertext.readableBytes
+        connection.feed(ciphertext)
         if state == .handshaking {
             switch connection.handshake() {
             case .done:
@@ -79,8 +84,9 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private func readPlaintext(context: ChannelHandlerContext) {
         guard let connection else { return }
         while state == .active || state == .closing {
-            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
-            switch connection.read(into: &out) {
+            let limit = max(512, min(16 * 1024, fedBytes))
+            var out = context.channel.allocator.buffer(capacity: limit)
+            switch connection.read(into: &out, limit: limit) {
             case .done:
                 if out.readableBytes > 0 {
                     firedRead = true
