@@ -114,6 +114,7 @@ public final class ReloadCoordinator: Sendable {
     private let logger: Logger
     private let state = Mutex<(generation: Int, reported: Set<String>)>((1, []))
     private let afterSwap: @Sendable () -> Void
+    private let externalNames = Mutex(false)
 
     public init(loader: ConfigLoader, store: ConfigStore, logger: Logger, afterSwap: @escaping @Sendable () -> Void) {
         self.loader = loader
@@ -125,6 +126,8 @@ public final class ReloadCoordinator: Sendable {
     /// The initial load (generation 1), logging every problem.
     public static func initial(_ loader: ConfigLoader, logger: Logger) -> (ConfigSnapshot, CompiledRoutes) {
         let (snapshot, compiled, _) = loader.load(generation: 1)
+        // (The coordinator learns about ExternalName services from its own first reload or from
+        // `noteInitial`.)
         for p in compiled.problems {
             if p.severity == .error { logger.error("\(p)") } else { logger.warning("\(p)") }
         }
@@ -137,6 +140,7 @@ public final class ReloadCoordinator: Sendable {
             let old = store.snapshot
             let next = st.generation + 1
             let (snapshot, compiled, lastGood) = loader.load(generation: next)
+            externalNames.withLock { $0 = compiled.usesExternalNames }
             // Each problem is logged once, until it goes away.
             let now = Set(compiled.problems.map(\.description))
             for p in compiled.problems where !st.reported.contains(p.description) {
@@ -166,6 +170,21 @@ public final class ReloadCoordinator: Sendable {
     }
 
     public var generation: Int { state.withLock { $0.generation } }
+
+    /// Whether the configuration routes to ExternalName services (then `refreshExternalNames`
+    /// should run periodically: the system resolver gives no TTL).
+    public var usesExternalNames: Bool { externalNames.withLock { $0 } }
+
+    /// Records what the initial load found.
+    public func noteInitial(_ compiled: CompiledRoutes) {
+        externalNames.withLock { $0 = compiled.usesExternalNames }
+    }
+
+    /// Resolves ExternalName services again; applies a new snapshot only if an answer changed.
+    public func refreshExternalNames() {
+        guard usesExternalNames else { return }
+        reload(reason: "ExternalName refresh")
+    }
 
     /// `hosts +1 -0, routes +2 -1 ~0, backends +0 -0 ~1` (empty when nothing changed).
     static func diff(_ a: RouteTable, _ b: RouteTable) -> String {

@@ -47,6 +47,8 @@ public struct CompiledRoutes: Sendable {
     public var tlsHosts: [(host: String, secret: String)]
     /// The certificates `spec.tls` entries name, with their PEM, oldest Ingress first.
     public var certificates: [TLSCertificateSource]
+    /// Some route goes to an ExternalName service: its addresses must be resolved again now and then.
+    public var usesExternalNames: Bool
 
     public var errors: [ConfigProblem] { problems.filter { $0.severity == .error } }
 }
@@ -57,7 +59,7 @@ public enum RouteCompiler {
         var b = Builder(set: set, options: options)
         b.run()
         return CompiledRoutes(table: b.table, problems: set.problems + b.problems, ignored: b.ignored, tlsHosts: b.tlsHosts,
-                              certificates: b.certificates)
+                              certificates: b.certificates, usesExternalNames: b.usesExternalNames)
     }
 
     struct Builder {
@@ -68,6 +70,7 @@ public enum RouteCompiler {
         var ignored: [String] = []
         var tlsHosts: [(host: String, secret: String)] = []
         var certificates: [TLSCertificateSource] = []
+        var usesExternalNames = false
         var backendIndex: [String: Int] = [:]
         var hostEntries: [String: Int32] = [:]
         var services: [String: Service] = [:]
@@ -220,6 +223,7 @@ public enum RouteCompiler {
                 return addBackend(key: key, addresses: [], problem: "Service \(ns)/\(svcName) has no port \(portRef) (it has: \(known.isEmpty ? "none" : known))", report: (ing, b, .error))
             }
             if svc.type == "ExternalName", let name = svc.externalName {
+                usesExternalNames = true
                 let target: Int
                 if case .number(let n)? = port.targetPort { target = n } else { target = port.port }
                 var addrs = options.resolve(name)

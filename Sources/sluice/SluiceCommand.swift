@@ -84,6 +84,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Milliseconds of quiet after a change in --rules or --certs before reloading.")
     var reloadDebounce: Double = 100
 
+    @Option(help: "Seconds between re-resolutions of ExternalName services.")
+    var externalNameRefresh: Double = 30
+
     @Option(help: "Seconds between TLS session ticket key rotations (keys live in memory only).")
     var tlsTicketRotation: Double = 43200
 
@@ -152,6 +155,15 @@ struct Serve: AsyncParsableCommand {
         } catch {
             logger.warning("cannot watch the rules folder; SIGHUP still reloads", metadata: ["error": "\(error)"])
         }
+        reloader.noteInitial(compiled)
+        // The system resolver gives no TTL: ExternalName services are resolved again on a fixed
+        // period, and a changed answer applies like any reload.
+        let refresh = DispatchSource.makeTimerSource(queue: .global())
+        refresh.schedule(deadline: .now() + externalNameRefresh, repeating: externalNameRefresh)
+        refresh.setEventHandler { reloader.refreshExternalNames() }
+        refresh.resume()
+        SignalSources.keepTimer(refresh)
+
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         signal(SIGHUP, SIG_IGN)
         hup.setEventHandler { reloader.reload(reason: "SIGHUP") }
@@ -181,6 +193,8 @@ struct Serve: AsyncParsableCommand {
 enum SignalSources {
     nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
     static func keep(_ s: DispatchSourceSignal) { sources.append(s) }
+    nonisolated(unsafe) static var timers: [DispatchSourceTimer] = []
+    static func keepTimer(_ t: DispatchSourceTimer) { timers.append(t) }
 }
 
 struct Echo: AsyncParsableCommand {

@@ -134,4 +134,37 @@ struct RoutingEndToEndTests {
         let routes = try run(Paths.sluice, ["routes", "--rules", rules, "--certs", certs])
         #expect(routes.stdout.contains("*.apps.local\t/\tPrefix\t→ demo/apps:80 → 127.0.0.1:9003"))
     }
+
+    @Test func externalNameServicesResolveThroughDNS() throws {
+        let stack = try Stack(backends: ["ext"], defaultBackend: false)
+        stack.proxy.stop()
+        let port = stack.backends[0].port
+        let dir = try write(["ext.yaml": """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: outside, namespace: web}
+            spec: {type: ExternalName, externalName: localhost, ports: [{port: 80, targetPort: \(port)}]}
+            ---
+            apiVersion: networking.k8s.io/v1
+            kind: Ingress
+            metadata: {name: ext, namespace: web}
+            spec: {rules: [{host: ext.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: outside, port: {number: 80}}}}]}}]}
+            """])
+        // localhost resolves to loopback: refused unless allowed.
+        let refused = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
+        let p1 = Int(try refused.waitFor(#"serving http on \S*:(\d+)"#))!
+        let r1 = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: ext.test", "http://127.0.0.1:\(p1)/"])
+        #expect(r1.stdout == "503")
+        #expect(refused.output.contains("resolves to local addresses only"))
+        refused.stop()
+        let allowed = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0",
+                                                      "--allow-local-external-names", "--external-name-refresh", "1"])
+        defer { allowed.stop() }
+        let p2 = Int(try allowed.waitFor(#"serving http on \S*:(\d+)"#))!
+        let r2 = try curl(["-H", "Host: ext.test", "http://127.0.0.1:\(p2)/"])
+        #expect(r2.stdout.contains("\"backend\":\"ext\""), "\(r2.stdout)")
+        // Re-resolution runs and, with the same answer, changes nothing that a request would see.
+        usleep(1_500_000)
+        #expect(try curl(["-H", "Host: ext.test", "http://127.0.0.1:\(p2)/"]).stdout.contains("\"backend\":\"ext\""))
+    }
 }
