@@ -76,7 +76,7 @@ public final class ConfigLoader: Sendable {
         // HSTS only when an Ingress asks: `sluice.io/hsts: "true"` or the header's value.
         var redirects = Set<String>()
         var hsts: [String: [UInt8]] = [:]
-        for ing in manifests.ingresses {
+        for ing in manifests.ingresses where compiled.served.contains(ing.meta.key) {
             let a = ing.meta.annotations
             let off = a["sluice.io/ssl-redirect"] == "false" || a["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
             var hstsValue: String? = nil

@@ -49,6 +49,8 @@ public struct CompiledRoutes: Sendable {
     public var certificates: [TLSCertificateSource]
     /// Some route goes to an ExternalName service: its addresses must be resolved again now and then.
     public var usesExternalNames: Bool
+    /// `namespace/name` of every Ingress Sluice serves (its class, or none).
+    public var served: Set<String>
 
     public var errors: [ConfigProblem] { problems.filter { $0.severity == .error } }
 }
@@ -59,7 +61,7 @@ public enum RouteCompiler {
         var b = Builder(set: set, options: options)
         b.run()
         return CompiledRoutes(table: b.table, problems: set.problems + b.problems, ignored: b.ignored, tlsHosts: b.tlsHosts,
-                              certificates: b.certificates, usesExternalNames: b.usesExternalNames)
+                              certificates: b.certificates, usesExternalNames: b.usesExternalNames, served: b.served)
     }
 
     struct Builder {
@@ -71,6 +73,7 @@ public enum RouteCompiler {
         var tlsHosts: [(host: String, secret: String)] = []
         var certificates: [TLSCertificateSource] = []
         var usesExternalNames = false
+        var served = Set<String>()
         var backendIndex: [String: Int] = [:]
         var hostEntries: [String: Int32] = [:]
         var services: [String: Service] = [:]
@@ -85,6 +88,7 @@ public enum RouteCompiler {
 
         mutating func run() {
             let served = servedIngresses()
+            self.served = Set(served.map(\.meta.key))
             for ing in served {
                 var routesOfIngress: [Route] = []
                 for rule in ing.rules {

@@ -143,6 +143,7 @@ struct ValidationTests {
         #expect(c.ignored.contains { $0.hasPrefix("Ingress default/theirs") && $0.contains("class 'nginx'") })
         #expect(reach(c, "o.test", "/") == "a")
         #expect(reach(c, "t.test", "/") == nil)
+        #expect(c.served == ["default/ours"], "TLS redirects and HSTS follow only served Ingresses")
         var strict = RoutingOptions()
         strict.watchIngressWithoutClass = false
         let classless = compile(services + ingress("none", paths: [("n.test", "/", "Prefix", "a")], className: nil), options: strict)
