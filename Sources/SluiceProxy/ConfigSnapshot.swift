@@ -17,6 +17,9 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
     public let certificates: CertificateStore
     /// Hosts whose plain-HTTP requests get a 308 to https (exact names, and `*.suffix` as ".suffix").
     public let redirectHosts: Set<String>
+    /// Hashes of `redirectHosts`, so that a plain request is checked without building a String.
+    let redirectExactHashes: Set<UInt64>
+    let redirectSuffixHashes: Set<UInt64>
     /// Hosts whose TLS responses carry Strict-Transport-Security (the header line, CRLF included).
     public let hstsHosts: [String: [UInt8]]
 
@@ -29,6 +32,17 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         self.problems = problems
         self.certificates = certificates
         self.redirectHosts = redirectHosts
+        var exact = Set<UInt64>(), suffix = Set<UInt64>()
+        for h in redirectHosts {
+            let bytes = Array(h.utf8)
+            if h.hasPrefix(".") {
+                suffix.insert(bytes.dropFirst().withUnsafeBytes { Self.hostHash($0) })
+            } else {
+                exact.insert(bytes.withUnsafeBytes { Self.hostHash($0) })
+            }
+        }
+        redirectExactHashes = exact
+        redirectSuffixHashes = suffix
         var pools: [BackendPool?] = []
         for b in table.backends {
             let endpoints = b.addresses.compactMap { try? Endpoint(host: $0.ip, port: $0.port) }
@@ -55,6 +69,25 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         let b = table.routes[r].backend
         if let pool = pools[b] { return .forward(pool) }
         return .unavailable(table.backends[b].problem ?? "no ready endpoint for \(table.backends[b].name)")
+    }
+
+    /// FNV-1a over a normalised host.
+    static func hostHash(_ p: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in p {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return h
+    }
+
+    /// A cheap, allocation-free first check of a normalised host against the redirect hosts
+    /// (false means certainly no redirect; true is confirmed by `redirectsToHTTPS`).
+    func mayRedirect(normalisedHost h: UnsafeRawBufferPointer) -> Bool {
+        if redirectExactHashes.contains(Self.hostHash(h)) { return true }
+        if redirectSuffixHashes.isEmpty { return false }
+        guard let dot = h.firstIndex(of: UInt8(ascii: ".")), dot + 1 < h.count else { return false }
+        return redirectSuffixHashes.contains(Self.hostHash(UnsafeRawBufferPointer(rebasing: h[(dot + 1)...])))
     }
 
     /// Whether a plain-HTTP request for this (normalised) host must be redirected to https.

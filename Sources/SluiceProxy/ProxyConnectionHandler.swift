@@ -39,6 +39,13 @@ final class EventLoopContext: @unchecked Sendable {
     static let scratchSize = 64 * 1024
     private let scratch: UnsafeMutableRawBufferPointer
 
+    /// Calls `body` with the normalised host (in the scratch space; false when it does not fit).
+    func withNormalisedHost(_ host: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Bool) -> Bool {
+        let out = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<1024])
+        guard let n = RequestNormalizer.host(host, into: out) else { return false }
+        return body(UnsafeRawBufferPointer(rebasing: out[0..<n]))
+    }
+
     /// Normalises host and path (query excluded) and asks the snapshot; nil when the path cannot
     /// be normalised (it climbs above the root).
     func route(_ snapshot: ConfigSnapshot, host: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) -> ConfigSnapshot.Decision? {
@@ -428,7 +435,15 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     /// 421 when a TLS request's Host belongs to another certificate than SNI chose; 308 to https
     /// for a plain request to a host with TLS. Returns non-nil when it answered the request.
     private func checkTLSPolicy(_ snapshot: ConfigSnapshot, head: HTTP1Head, headLength: Int) -> Int? {
-        if !tls && snapshot.redirectHosts.isEmpty { return nil }
+        if !tls {
+            // Plain HTTP: decide on the bytes first; Strings are built only for a redirect.
+            if snapshot.redirectHosts.isEmpty { return nil }
+            let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
+            let may = inbound.withUnsafeReadableBytes { p in
+                loop.withNormalisedHost(UnsafeRawBufferPointer(rebasing: p[hostRange])) { snapshot.mayRedirect(normalisedHost: $0) }
+            }
+            if !may { return nil }
+        }
         let (host, target) = inbound.withUnsafeReadableBytes { p -> (String, String) in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             var h = String(decoding: UnsafeRawBufferPointer(rebasing: p[hostRange]), as: UTF8.self).lowercased()

@@ -12,7 +12,7 @@ struct ManifestCacheTests {
     }
 
     @Test func sameObjectsAndLinesAsAWholeParse() throws {
-        let broken = onePathYAML("/a//b")
+        let broken = onePathIngress("/a//b")
         let dir = try folder([
             "a.yaml": "# leading comment\n---\n" + services + ingress("x", paths: [("x.test", "/", "Prefix", "a")]) + "--- # marker with a comment\n" + broken,
             "b.yml": "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Service\n    metadata: {name: l}\n    spec: {ports: [{port: 1}]}\n",
@@ -34,21 +34,5 @@ struct ManifestCacheTests {
         let byDoc2 = cache.load(directory: dir)
         #expect(byDoc2.problems.map(\.description) == whole2.problems.map(\.description))
         #expect(byDoc2.ingresses == whole2.ingresses)
-    }
-
-    func onePathYAML(_ path: String) -> String {
-        """
-        apiVersion: networking.k8s.io/v1
-        kind: Ingress
-        metadata: {name: bad, namespace: default}
-        spec:
-          rules:
-            - host: ok.test
-              http:
-                paths:
-                  - path: "\(path)"
-                    pathType: Prefix
-                    backend: {service: {name: a, port: {number: 80}}}
-        """
     }
 }

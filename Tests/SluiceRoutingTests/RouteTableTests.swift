@@ -56,6 +56,23 @@ func ingress(_ name: String, created: String = "2026-01-01T00:00:00Z", paths: [(
     return y + "---\n"
 }
 
+/// Ingress default/bad with one path on host ok.test (the line of `path:` is the 9th).
+func onePathIngress(_ path: String, _ type: String = "Prefix") -> String {
+    """
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    metadata: {name: bad, namespace: default}
+    spec:
+      rules:
+        - host: ok.test
+          http:
+            paths:
+              - path: "\(path)"
+                pathType: \(type)
+                backend: {service: {name: a, port: {number: 80}}}
+    """
+}
+
 func compile(_ yaml: String, options: RoutingOptions = RoutingOptions()) -> CompiledRoutes {
     RouteCompiler.compile(ManifestLoader.load(text: yaml, file: "test.yaml"), options: options)
 }

@@ -8,19 +8,7 @@ struct ValidationTests {
     }
 
     func onePath(_ path: String, _ type: String = "Prefix") -> String {
-        services + """
-        apiVersion: networking.k8s.io/v1
-        kind: Ingress
-        metadata: {name: bad, namespace: default}
-        spec:
-          rules:
-            - host: ok.test
-              http:
-                paths:
-                  - path: "\(path)"
-                    pathType: \(type)
-                    backend: {service: {name: a, port: {number: 80}}}
-        """
+        services + onePathIngress(path, type)
     }
 
     /// Line of the `path:` key above: the services block, then 9 lines.
