@@ -31,6 +31,16 @@ let package = Package(
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: hotPathSettings
         ),
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .target(
+            name: "SluiceHTTP2",
+            dependencies: ["CNGHTTP2", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: hotPathSettings
+        ),
         .target(
             name: "SluiceHTTP1",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
@@ -55,6 +65,7 @@ let package = Package(
             dependencies: [
                 "SluiceHTTP1",
                 "SluiceTLS",
+                "SluiceHTTP2",
                 "SluiceRouting",
                 "SluiceUpstream",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -96,6 +107,10 @@ let package = Package(
         .testTarget(
             name: "SluiceTLSTests",
             dependencies: ["SluiceTLS", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "SluiceHTTP2Tests",
+            dependencies: ["SluiceHTTP2", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceRoutingTests",

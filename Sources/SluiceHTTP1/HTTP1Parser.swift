@@ -409,31 +409,7 @@ public struct HTTP1Parser: Sendable {
 
     /// uri-host [ ":" port ] with no userinfo, path or whitespace.
     mutating func validateHost(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int, what: StaticString) -> Event? {
-        if s == e { return fail(.malformed, "Empty Host") }
-        let table = ByteClass.pointer
-        var colon = -1
-        var inLiteral = false
-        for k in s..<e {
-            let c = b[k]
-            if table[Int(c)] & ByteClass.host == 0 { return fail(.malformed, "Invalid character in Host") }
-            if c == 0x5B {
-                if k != s { return fail(.malformed, "Invalid Host") }
-                inLiteral = true
-            } else if c == 0x5D {
-                if !inLiteral { return fail(.malformed, "Invalid Host") }
-                inLiteral = false
-            } else if c == 0x3A && !inLiteral {
-                if colon >= 0 { return fail(.malformed, "Invalid Host") }
-                colon = k
-            } else if colon >= 0 && (c < 0x30 || c > 0x39) {
-                return fail(.malformed, "Invalid port in Host")
-            } else if inLiteral == false && b[s] == 0x5B && colon < 0 {
-                return fail(.malformed, "Invalid Host")
-            }
-        }
-        if inLiteral { return fail(.malformed, "Invalid Host") }
-        if colon == s { return fail(.malformed, "Empty Host") }
-        if colon >= 0 && e - colon - 1 > 5 { return fail(.malformed, "Invalid port in Host") }
+        if let problem = HTTP1Syntax.hostProblem(b, s, e) { return fail(.malformed, problem) }
         return nil
     }
 

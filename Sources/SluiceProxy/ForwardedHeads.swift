@@ -1,5 +1,6 @@
 import NIOCore
 import SluiceHTTP1
+import SluiceHTTP2
 
 /// What the proxy knows about the client side of a connection, rendered once per connection so
 /// that adding forwarded fields is a memcpy.
@@ -126,33 +127,13 @@ enum ForwardedHeads {
             out.writeStaticString("\r\n")
         }
 
-        out.writeStaticString("x-forwarded-for: ")
-        if xffCount > 0 {
+        let host: UnsafeRawBufferPointer? = hostValue.map { UnsafeRawBufferPointer(rebasing: p[$0]) }
+        writeForwardedFields(into: &out, client: client, host: host, addRequestID: !hasRequestID, ids: &ids) { out in
+            guard xffCount > 0 else { return }
             for f in head.fields where f.known == .xForwardedFor && !f.value.isEmpty {
                 out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
                 out.writeStaticString(", ")
             }
-        }
-        out.writeBytes(client.ip)
-        out.writeStaticString("\r\nx-forwarded-proto: ")
-        out.writeStaticString(client.proto)
-        out.writeStaticString("\r\nx-forwarded-host: ")
-        if let hostValue {
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[hostValue]))
-        } else {
-            out.writeBytes(client.localAuthority)
-        }
-        out.writeStaticString("\r\nx-forwarded-port: ")
-        out.writeBytes(client.localPort)
-        out.writeStaticString("\r\nx-real-ip: ")
-        out.writeBytes(client.ip)
-        out.writeStaticString("\r\n")
-        if !hasRequestID {
-            let (hi, lo) = ids.next()
-            out.writeStaticString("x-request-id: ")
-            writeHex64(&out, hi)
-            writeHex64(&out, lo)
-            out.writeStaticString("\r\n")
         }
         switch framing {
         case .contentLength(let n):
@@ -166,6 +147,193 @@ enum ForwardedHeads {
         }
         if upgrade { out.writeStaticString("connection: upgrade\r\n") }
         out.writeStaticString("\r\n")
+    }
+
+    /// The HTTP/1.1 head for a request that arrived over HTTP/2 (RFC 9113 §8.3): `:authority`
+    /// becomes Host, cookie crumbs are joined into one field, the proxy frames the body, and
+    /// fields that only the proxy may set are dropped. nghttp2 and `HTTP2Session` have already
+    /// refused connection-specific fields, upper-case names and CR/LF/NUL in values.
+    static func writeRequestHead(
+        into out: inout ByteBuffer, stream s: HTTP2Stream, authority: Range<Int>, client: ClientInfo,
+        framing: HTTP1BodyFraming, ids: inout RequestIDGenerator
+    ) {
+        s.headerBytes.withUnsafeBytes { p in
+            func named(_ r: Range<Int>, _ lit: StaticString) -> Bool {
+                guard r.count == lit.utf8CodeUnitCount else { return false }
+                let l = lit.utf8Start
+                for k in 0..<r.count where p[r.lowerBound + k] != l[k] { return false }
+                return true
+            }
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[s.method!]))
+            out.writeInteger(UInt8(ascii: " "))
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[s.path!]))
+            out.writeStaticString(" HTTP/1.1\r\nhost: ")
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[authority]))
+            out.writeStaticString("\r\n")
+            var hasRequestID = false
+            var cookies = 0
+            var xff = 0
+            for f in s.fields {
+                let n = f.name
+                switch n.count {
+                case 2 where named(n, "te"): continue
+                case 4 where named(n, "host"): continue
+                case 6 where named(n, "cookie"):
+                    cookies += 1
+                    continue
+                case 6 where named(n, "expect"): continue
+                case 7 where named(n, "upgrade"): continue
+                case 9 where named(n, "x-real-ip"): continue
+                case 10 where named(n, "connection") || named(n, "keep-alive"): continue
+                case 12 where named(n, "x-request-id"): hasRequestID = true
+                case 14 where named(n, "content-length"): continue
+                case 15 where named(n, "x-forwarded-for"):
+                    xff += 1
+                    continue
+                case 16 where named(n, "x-forwarded-host") || named(n, "x-forwarded-port") || named(n, "proxy-connection"): continue
+                case 17 where named(n, "x-forwarded-proto") || named(n, "transfer-encoding"): continue
+                default: break
+                }
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[n]))
+                out.writeStaticString(": ")
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
+                out.writeStaticString("\r\n")
+            }
+            if cookies > 0 {
+                // RFC 9113 §8.2.3: crumbs are joined with "; " for an HTTP/1.1 hop.
+                out.writeStaticString("cookie: ")
+                var first = true
+                for f in s.fields where named(f.name, "cookie") {
+                    if !first { out.writeStaticString("; ") }
+                    first = false
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
+                }
+                out.writeStaticString("\r\n")
+            }
+            writeForwardedFields(into: &out, client: client, host: UnsafeRawBufferPointer(rebasing: p[authority]),
+                                 addRequestID: !hasRequestID, ids: &ids) { out in
+                guard xff > 0 else { return }
+                for f in s.fields where named(f.name, "x-forwarded-for") && !f.value.isEmpty {
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
+                    out.writeStaticString(", ")
+                }
+            }
+        }
+        switch framing {
+        case .contentLength(let n):
+            out.writeStaticString("content-length: ")
+            writeDecimal(&out, n)
+            out.writeStaticString("\r\n")
+        case .chunked:
+            out.writeStaticString("transfer-encoding: chunked\r\n")
+        case .none, .closeDelimited:
+            break
+        }
+        out.writeStaticString("\r\n")
+    }
+
+    /// The HTTP/2 response fields for an upstream's HTTP/1.1 head: hop-by-hop fields and those
+    /// the Connection field names are dropped, names lower-cased (RFC 9113 §8.2.2).
+    static func responseFields(head: HTTP1Head, bytes p: UnsafeRawBufferPointer, keepContentLength: Bool, extra: [UInt8]?) -> HTTP2HeaderBlock {
+        var block = HTTP2HeaderBlock(capacity: head.headLength + 16)
+        var status: (UInt8, UInt8, UInt8) = (
+            UInt8(truncatingIfNeeded: 0x30 + head.status / 100), UInt8(truncatingIfNeeded: 0x30 + (head.status / 10) % 10),
+            UInt8(truncatingIfNeeded: 0x30 + head.status % 10))
+        withUnsafeBytes(of: &status) { block.add(":status", $0) }
+        let dropNamed = head.connectionNamesOtherFields
+        for f in head.fields {
+            switch f.known {
+            case .connection, .keepAlive, .proxyConnection, .te, .transferEncoding, .upgrade:
+                continue
+            case .contentLength:
+                if !keepContentLength { continue }
+            case .other:
+                if dropNamed && head.connectionLists(UnsafeRawBufferPointer(rebasing: p[f.name]), in: p) { continue }
+            default:
+                break
+            }
+            block.add(lowercasing: UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value]))
+        }
+        if let extra { addFieldLine(&block, extra) }
+        return block
+    }
+
+    /// Adds a complete `name: value\r\n` line (the proxy's own, e.g. HSTS) to an h2 block.
+    static func addFieldLine(_ block: inout HTTP2HeaderBlock, _ line: [UInt8]) {
+        line.withUnsafeBytes { l in
+            guard let colon = l.firstIndex(of: UInt8(ascii: ":")) else { return }
+            var v = colon + 1
+            while v < l.count && l[v] == 0x20 { v += 1 }
+            var e = l.count
+            while e > v && (l[e - 1] == 0x0A || l[e - 1] == 0x0D) { e -= 1 }
+            block.add(lowercasing: UnsafeRawBufferPointer(rebasing: l[0..<colon]), UnsafeRawBufferPointer(rebasing: l[v..<e]))
+        }
+    }
+
+    /// Chunked trailers (`name: value\r\n` lines, validated by the parser) as an h2 block.
+    static func trailerFields(_ trailers: ByteBuffer) -> HTTP2HeaderBlock {
+        var block = HTTP2HeaderBlock(capacity: trailers.readableBytes)
+        trailers.withUnsafeReadableBytes { p in
+            var i = 0
+            while i < p.count {
+                var e = i
+                while e < p.count && p[e] != 0x0A { e += 1 }
+                let lineEnd = e > i && p[e - 1] == 0x0D ? e - 1 : e
+                if let colon = p[i..<lineEnd].firstIndex(of: UInt8(ascii: ":")) {
+                    var v = colon + 1
+                    while v < lineEnd && (p[v] == 0x20 || p[v] == 0x09) { v += 1 }
+                    var ve = lineEnd
+                    while ve > v && (p[ve - 1] == 0x20 || p[ve - 1] == 0x09) { ve -= 1 }
+                    let name = UnsafeRawBufferPointer(rebasing: p[i..<colon])
+                    // Framing and connection fields never travel as h2 trailers.
+                    if !isHopByHop(name) {
+                        block.add(lowercasing: name, UnsafeRawBufferPointer(rebasing: p[v..<ve]))
+                    }
+                }
+                i = e + 1
+            }
+        }
+        return block
+    }
+
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        for lit in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "content-length"]
+        where lit.utf8.count == name.count {
+            if zip(lit.utf8, name).allSatisfy({ $0 == ($1 | 0x20) || $0 == $1 }) { return true }
+        }
+        return false
+    }
+
+    /// The fields the proxy adds to every forwarded request, whatever protocol it arrived in:
+    /// X-Forwarded-For (the client's chain, which `priorChain` writes, then the client),
+    /// -Proto, -Host, -Port, X-Real-IP and, unless the client sent one, X-Request-Id.
+    static func writeForwardedFields(
+        into out: inout ByteBuffer, client: ClientInfo, host: UnsafeRawBufferPointer?, addRequestID: Bool,
+        ids: inout RequestIDGenerator, priorChain: (inout ByteBuffer) -> Void
+    ) {
+        out.writeStaticString("x-forwarded-for: ")
+        priorChain(&out)
+        out.writeBytes(client.ip)
+        out.writeStaticString("\r\nx-forwarded-proto: ")
+        out.writeStaticString(client.proto)
+        out.writeStaticString("\r\nx-forwarded-host: ")
+        if let host {
+            out.writeBytes(host)
+        } else {
+            out.writeBytes(client.localAuthority)
+        }
+        out.writeStaticString("\r\nx-forwarded-port: ")
+        out.writeBytes(client.localPort)
+        out.writeStaticString("\r\nx-real-ip: ")
+        out.writeBytes(client.ip)
+        out.writeStaticString("\r\n")
+        if addRequestID {
+            let (hi, lo) = ids.next()
+            out.writeStaticString("x-request-id: ")
+            writeHex64(&out, hi)
+            writeHex64(&out, lo)
+            out.writeStaticString("\r\n")
+        }
     }
 
     /// The response head sent to the client.

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SluiceHTTP1
+import SluiceHTTP2
 import SluiceRouting
 import SluiceTLS
 import SluiceUpstream
@@ -64,6 +65,39 @@ final class EventLoopContext: @unchecked Sendable {
         return snapshot.decide(host: h, path: UnsafeRawBufferPointer(rebasing: pathOut[0..<pn]))
     }
 
+    /// What the TLS configuration says about a request's host, before routing.
+    enum HostPolicy {
+        case proceed(hsts: [UInt8]?)
+        /// Another certificate than the one SNI chose serves this host (421).
+        case misdirected(String)
+        /// A plain-HTTP request for a TLS host: 308 to this location.
+        case redirect(String)
+    }
+
+    /// Plain HTTP decides on the bytes first; Strings are built only for TLS connections and
+    /// for redirects.
+    func hostPolicy(_ snapshot: ConfigSnapshot, tls: Bool, sni: ObjectIdentifier?,
+                    host raw: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) -> HostPolicy {
+        if !tls {
+            if snapshot.redirectHosts.isEmpty { return .proceed(hsts: nil) }
+            if !withNormalisedHost(raw, { snapshot.mayRedirect(normalisedHost: $0) }) { return .proceed(hsts: nil) }
+        }
+        var host = String(decoding: raw, as: UTF8.self).lowercased()
+        if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        if host.hasSuffix(".") { host.removeLast() }
+        if tls {
+            if let sni, let forHost = snapshot.certificates.identity(forHost: host), sni != forHost {
+                return .misdirected(host)
+            }
+            return .proceed(hsts: snapshot.hsts(host: host))
+        }
+        guard snapshot.redirectsToHTTPS(host: host) else { return .proceed(hsts: nil) }
+        let httpsPort = listeners.httpsPort.load(ordering: .relaxed)
+        let port = httpsPort == 443 ? "" : ":\(httpsPort)"
+        let t = String(decoding: target, as: UTF8.self)
+        return .redirect("https://\(host)\(port)\(t.isEmpty ? "/" : t)")
+    }
+
     nonisolated(unsafe) static let rootPath: UnsafeRawBufferPointer = {
         let p = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
         p[0] = UInt8(ascii: "/")
@@ -74,7 +108,7 @@ final class EventLoopContext: @unchecked Sendable {
 /// One client connection: parses requests, forwards each to an upstream connection from the
 /// event loop's pool, and streams the response back. Requests are served one at a time in order;
 /// pipelined bytes wait in the receive buffer (reading pauses only when they pile up).
-final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelegate {
+final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamResponseDelegate, DrainableConnection {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -114,6 +148,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     private var closeScheduled = false
     private var inProcess = false
     private var clientInputClosed = false
+    /// Whether the first bytes of a plain connection were checked for the h2 preface.
+    private var prefaceChecked = false
     /// Counts exchanges, so that a late connect callback can tell it belongs to an old one.
     private var exchangeID = 0
 
@@ -203,7 +239,45 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
             break
         }
         inbound.receive(incoming)
+        if exchangeID == 0 && !tls && !prefaceChecked && inbound.readableBytes >= 4 {
+            prefaceChecked = true
+            if startsWithHTTP2Preface(inbound) {
+                let initial = inbound
+                inbound = ByteBuffer()
+                switchToHTTP2(context: context, initial: initial)
+                return
+            }
+        }
         process()
+    }
+
+    // MARK: - HTTP/2
+
+    /// "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", as far as it has arrived (nghttp2 checks the rest).
+    private func startsWithHTTP2Preface(_ b: ByteBuffer) -> Bool {
+        let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        return b.withUnsafeReadableBytes { p in
+            let n = min(p.count, preface.utf8CodeUnitCount)
+            for k in 0..<n where p[k] != preface.utf8Start[k] { return false }
+            return true
+        }
+    }
+
+    /// Hands the connection to an HTTP/2 handler (ALPN chose h2, or a plain connection opened
+    /// with the h2 preface) and leaves the pipeline.
+    private func switchToHTTP2(context: ChannelHandlerContext, initial: ByteBuffer?) {
+        loop.registry.remove(self)
+        timer?.cancel()
+        timer = nil
+        phase = .closing
+        let connection = HTTP2ProxyConnection(loop: loop, tls: tls, sniCertificate: sniCertificate)
+        let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial)
+        do {
+            try context.pipeline.syncOperations.addHandler(handler, position: .after(self))
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -231,6 +305,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let done = event as? TLSHandshakeCompleted {
             sniCertificate = done.certificate
+            if done.alpn == "h2" { switchToHTTP2(context: context, initial: nil) }
             return
         }
         if let e = event as? ChannelEvent, e == .inputClosed {
@@ -435,40 +510,26 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, UpstreamResponseDelega
     /// 421 when a TLS request's Host belongs to another certificate than SNI chose; 308 to https
     /// for a plain request to a host with TLS. Returns non-nil when it answered the request.
     private func checkTLSPolicy(_ snapshot: ConfigSnapshot, head: HTTP1Head, headLength: Int) -> Int? {
-        if !tls {
-            // Plain HTTP: decide on the bytes first; Strings are built only for a redirect.
-            if snapshot.redirectHosts.isEmpty { return nil }
+        let policy = inbound.withUnsafeReadableBytes { p -> EventLoopContext.HostPolicy in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
-            let may = inbound.withUnsafeReadableBytes { p in
-                loop.withNormalisedHost(UnsafeRawBufferPointer(rebasing: p[hostRange])) { snapshot.mayRedirect(normalisedHost: $0) }
-            }
-            if !may { return nil }
-        }
-        let (host, target) = inbound.withUnsafeReadableBytes { p -> (String, String) in
-            let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
-            var h = String(decoding: UnsafeRawBufferPointer(rebasing: p[hostRange]), as: UTF8.self).lowercased()
-            if !h.hasPrefix("["), let colon = h.lastIndex(of: ":") { h = String(h[..<colon]) }
-            if h.hasSuffix(".") { h.removeLast() }
             let t = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
-            return (h, String(decoding: UnsafeRawBufferPointer(rebasing: p[t]), as: UTF8.self))
+            return loop.hostPolicy(snapshot, tls: tls, sni: sniCertificate,
+                                   host: UnsafeRawBufferPointer(rebasing: p[hostRange]), target: UnsafeRawBufferPointer(rebasing: p[t]))
         }
-        if tls {
-            hstsLine = snapshot.hsts(host: host)
-            if let sni = sniCertificate, let forHost = snapshot.certificates.identity(forHost: host), sni != forHost {
-                inbound.moveReaderIndex(forwardBy: headLength)
-                respondLocal(status: 421, detail: "host \(host) is served by another certificate than the TLS server name chose", close: requestFraming != .none)
-                return 421
-            }
+        switch policy {
+        case .proceed(let hsts):
+            hstsLine = hsts
             return nil
+        case .misdirected(let host):
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 421, detail: "host \(host) is served by another certificate than the TLS server name chose", close: requestFraming != .none)
+            return 421
+        case .redirect(let location):
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 308, detail: "this host is served over https: \(location)", close: requestFraming != .none,
+                         extraFields: "location: \(location)\r\n")
+            return 308
         }
-        guard snapshot.redirectsToHTTPS(host: host) else { return nil }
-        inbound.moveReaderIndex(forwardBy: headLength)
-        let httpsPort = loop.listeners.httpsPort.load(ordering: .relaxed)
-        let port = httpsPort == 443 ? "" : ":\(httpsPort)"
-        let location = "https://\(host)\(port)\(target.isEmpty ? "/" : target)"
-        respondLocal(status: 308, detail: "this host is served over https: \(location)", close: requestFraming != .none,
-                     extraFields: "location: \(location)\r\n")
-        return 308
     }
 
     private func connect(to endpoint: Endpoint) {

@@ -1,5 +1,6 @@
 import NIOCore
 import SluiceHTTP1
+import SluiceHTTP2
 
 /// Limits and timeouts of the data plane (DESIGN.md's defaults; the README lists them).
 public struct ProxySettings: Sendable {
@@ -21,6 +22,8 @@ public struct ProxySettings: Sendable {
     public var drainTimeout: TimeAmount = .seconds(30)
     /// The value of the Server header on responses the proxy makes itself.
     public var serverName = "sluice"
+    /// HTTP/2 limits (streams, header list, windows, flood bounds).
+    public var http2 = HTTP2Limits()
 
     public init() {}
 }

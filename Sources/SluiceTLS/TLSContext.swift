@@ -129,7 +129,7 @@ private let sluiceServerNameCallback: @convention(c) (OpaquePointer?, UnsafeMuta
 
 /// The protocols offered by ALPN, in preference order (length-prefixed).
 nonisolated(unsafe) private let alpnServerList: UnsafeMutableBufferPointer<UInt8> = {
-    let bytes: [UInt8] = [8] + Array("http/1.1".utf8)
+    let bytes: [UInt8] = [2] + Array("h2".utf8) + [8] + Array("http/1.1".utf8)
     let p = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count)
     _ = p.initialize(from: bytes)
     return p

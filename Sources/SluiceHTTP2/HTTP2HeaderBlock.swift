@@ -1,0 +1,56 @@
+import CNGHTTP2
+
+/// A response field section being built for nghttp2: names and values in one byte array, turned
+/// into `nghttp2_nv` entries only for the call that submits them (nghttp2 copies them).
+public struct HTTP2HeaderBlock {
+    private var bytes: [UInt8] = []
+    private var entries: [(name: Range<Int>, value: Range<Int>)] = []
+
+    public init(capacity: Int = 256) {
+        bytes.reserveCapacity(capacity)
+        entries.reserveCapacity(12)
+    }
+
+    public var count: Int { entries.count }
+
+    public mutating func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
+        let n0 = bytes.count
+        bytes.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        let v0 = bytes.count
+        bytes.append(contentsOf: value)
+        entries.append((n0..<v0, v0..<bytes.count))
+    }
+
+    public mutating func add(_ name: StaticString, _ value: String) {
+        var v = value
+        v.withUTF8 { add(name, UnsafeRawBufferPointer($0)) }
+    }
+
+    public mutating func add(_ name: StaticString, _ value: [UInt8]) {
+        value.withUnsafeBytes { add(name, $0) }
+    }
+
+    /// Adds a field whose name arrived in any case: HTTP/2 names are lower-case.
+    public mutating func add(lowercasing name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+        let n0 = bytes.count
+        for b in name { bytes.append(b >= 0x41 && b <= 0x5A ? b | 0x20 : b) }
+        let v0 = bytes.count
+        bytes.append(contentsOf: value)
+        entries.append((n0..<v0, v0..<bytes.count))
+    }
+
+    func withNV<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        // nghttp2 copies names and values (NGHTTP2_NV_FLAG_NONE) and never writes through them.
+        bytes.withUnsafeBufferPointer { b in
+            let base = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer<UInt8>(bitPattern: 1)!)
+            var nv: [nghttp2_nv] = []
+            nv.reserveCapacity(entries.count)
+            for e in entries {
+                nv.append(nghttp2_nv(
+                    name: base + e.name.lowerBound, value: base + e.value.lowerBound,
+                    namelen: e.name.count, valuelen: e.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            }
+            return nv.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+}

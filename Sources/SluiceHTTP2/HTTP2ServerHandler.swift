@@ -1,0 +1,142 @@
+import NIOCore
+
+/// What the application hears about the connection as a whole.
+public protocol HTTP2ConnectionDelegate: HTTP2SessionDelegate {
+    /// The handler is in a pipeline of an active channel.
+    func http2ConnectionStarted(_ handler: HTTP2ServerHandler, context: ChannelHandlerContext)
+    /// A read from the client was processed: a good moment to flush what it caused upstream.
+    func http2ReceiveComplete()
+    /// The channel closed; every open stream has been reported closed before this.
+    func http2ConnectionClosed()
+}
+
+/// The server end of an HTTP/2 connection: client bytes in, nghttp2's frames out.
+///
+/// nghttp2 is never re-entered: bytes are fed only from `channelRead`, and frames are pulled only
+/// when no feed is on the stack. Output is pulled while the channel is writable, so a slow client
+/// stops the pulling, the streams' queues fill, and their sources are told to pause.
+public final class HTTP2ServerHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public let session: HTTP2Session
+    private let delegate: HTTP2ConnectionDelegate
+    private var context: ChannelHandlerContext? = nil
+    private var started = false
+    private var receiving = false
+    private var producing = false
+    private var closing = false
+    /// Bytes handed over by the handler that saw the connection first (the preface, or the
+    /// first TLS records after ALPN chose h2).
+    private var initial: ByteBuffer?
+
+    public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil) {
+        self.session = HTTP2Session(limits: limits)
+        self.delegate = delegate
+        self.initial = initial
+        session.delegate = delegate
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { start(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        delegate.http2ConnectionStarted(self, context: context)
+        if let first = initial {
+            initial = nil
+            feed(first, context: context)
+        } else {
+            produceOutput()
+        }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        feed(unwrapInboundIn(data), context: context)
+    }
+
+    private func feed(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        receiving = true
+        let ok = bytes.withUnsafeReadableBytes { session.receive($0) }
+        receiving = false
+        delegate.http2ReceiveComplete()
+        produceOutput()
+        if !ok { closeAfterOutput() }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { produceOutput() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        delegate.http2ConnectionClosed()
+        context.fireChannelInactive()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            // The client will send nothing more; streams it opened can still be answered.
+            session.goAway()
+            produceOutput()
+            if session.openStreams == 0 { closeAfterOutput() }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: - Output
+
+    /// Pulls frames from nghttp2 and writes them. Called after every feed and by the application
+    /// after it queued response bytes from outside a feed.
+    public func produceOutput() {
+        guard let context, started, !receiving, !producing, !closing else { return }
+        producing = true
+        defer { producing = false }
+        var wrote = false
+        var fatal = false
+        while context.channel.isWritable {
+            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
+            if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
+            if out.readableBytes == 0 { break }
+            context.write(wrapOutboundOut(out), promise: nil)
+            wrote = true
+            if fatal { break }
+        }
+        if wrote { context.flush() }
+        if fatal || session.isFinished { closeAfterOutput() }
+    }
+
+    /// Graceful shutdown: GOAWAY now, close once open streams are done.
+    public func drain() {
+        session.goAway()
+        produceOutput()
+    }
+
+    public func close() {
+        context?.close(promise: nil)
+    }
+
+    private func closeAfterOutput() {
+        guard !closing, let context else { return }
+        closing = true
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import NIOCore
+
+/// A request field as offsets into `HTTP2Stream.headerBytes`.
+public struct HTTP2Field: Sendable {
+    public var name: Range<Int>
+    public var value: Range<Int>
+}
+
+/// One request stream of a server session: the request head as it arrived (bytes plus offsets,
+/// validated by nghttp2 and by the session), and the response bytes waiting for nghttp2 to pull.
+public final class HTTP2Stream {
+    public let id: Int32
+
+    // MARK: Request
+
+    /// Names and values back to back; `fields` and the pseudo-header ranges index into it.
+    public private(set) var headerBytes: [UInt8] = []
+    public private(set) var fields: [HTTP2Field] = []
+    public private(set) var method: Range<Int>? = nil
+    public private(set) var scheme: Range<Int>? = nil
+    public private(set) var authority: Range<Int>? = nil
+    public private(set) var path: Range<Int>? = nil
+    /// The request's field section outgrew the limit; the fields kept are incomplete.
+    public internal(set) var headersTooLarge = false
+    /// The client ended its side (END_STREAM seen).
+    public internal(set) var requestEnded = false
+    var headerListSize = 0
+    /// HEADERS after the request head are trailers; they end the request and are not kept.
+    var receivingTrailers = false
+
+    /// What the application attaches to the stream (the proxy's exchange).
+    public var context: AnyObject? = nil
+
+    // MARK: Response
+
+    var pending = CircularBuffer<ByteBuffer>()
+    /// Response bytes handed to the session and not yet pulled into frames.
+    public internal(set) var pendingBytes = 0
+    var responseEnded = false
+    var trailers: HTTP2HeaderBlock? = nil
+    var deferred = false
+    var aboveHighWater = false
+    public internal(set) var responseSubmitted = false
+
+    init(id: Int32) {
+        self.id = id
+        headerBytes.reserveCapacity(512)
+        fields.reserveCapacity(16)
+    }
+
+    func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        let n0 = headerBytes.count
+        headerBytes.append(contentsOf: name)
+        let v0 = headerBytes.count
+        headerBytes.append(contentsOf: value)
+        let nameRange = n0..<v0
+        let valueRange = v0..<headerBytes.count
+        if name.first == UInt8(ascii: ":") {
+            // nghttp2 has checked that pseudo-fields come first, once each, and are known.
+            switch name.count {
+            case 5 where name.elementsEqual(":path".utf8): path = valueRange
+            case 7 where name.elementsEqual(":method".utf8): method = valueRange
+            case 7 where name.elementsEqual(":scheme".utf8): scheme = valueRange
+            case 10 where name.elementsEqual(":authority".utf8): authority = valueRange
+            default: break
+            }
+            return
+        }
+        fields.append(HTTP2Field(name: nameRange, value: valueRange))
+    }
+
+    /// True when field `f`'s name equals `name` (lower-case ASCII; h2 names are lower-case).
+    public func fieldNamed(_ f: HTTP2Field, _ name: StaticString) -> Bool {
+        guard f.name.count == name.utf8CodeUnitCount else { return false }
+        let p = name.utf8Start
+        var i = 0
+        for k in f.name {
+            if headerBytes[k] != p[i] { return false }
+            i += 1
+        }
+        return true
+    }
+}

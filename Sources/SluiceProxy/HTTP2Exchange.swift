@@ -1,0 +1,473 @@
+import Logging
+import NIOCore
+import SluiceHTTP1
+import SluiceHTTP2
+import SluiceRouting
+import SluiceUpstream
+
+/// One HTTP/2 stream forwarded as an HTTP/1.1 exchange on a pooled upstream connection.
+///
+/// Flow control follows the bytes: request DATA is acknowledged to the client (window update)
+/// only once written to a writable upstream, and the upstream is paused while the stream holds
+/// more response bytes than its high-water mark.
+final class HTTP2Exchange: UpstreamResponseDelegate {
+    enum State {
+        /// Waiting for an upstream connection.
+        case connecting
+        /// Head sent; the body (if any) and the response flow.
+        case forwarding
+        /// The response is complete or the proxy answered itself; request bytes are dropped.
+        case done
+    }
+
+    private unowned let connection: HTTP2ProxyConnection
+    private let stream: HTTP2Stream
+    private var state = State.connecting
+    private var isHead = false
+    private var idempotent = false
+    private var framing = HTTP1BodyFraming.none
+    private var requestHead: ByteBuffer? = nil
+    /// Body bytes that arrived before the upstream connection did.
+    private var earlyBody: ByteBuffer? = nil
+    private var earlyEnd = false
+    private var owedWindow = 0
+    private var upstream: UpstreamConnection? = nil
+    private var endpoint: Endpoint? = nil
+    private var reused = false
+    private var retried = false
+    private var bodySent = false
+    private var requestDone = false
+    private var responseStarted = false
+    private var responseHasBody = false
+    private var hsts: [UInt8]? = nil
+    private var lastClientData = NIODeadline.now()
+
+    init(connection: HTTP2ProxyConnection, stream: HTTP2Stream) {
+        self.connection = connection
+        self.stream = stream
+    }
+
+    private var loop: EventLoopContext { connection.loop }
+    private var session: HTTP2Session? { connection.session }
+
+    // MARK: - Request
+
+    func start(endStream: Bool) {
+        requestDone = endStream
+        if stream.headersTooLarge {
+            respondLocal(status: 431, detail: "request header fields too large")
+            return
+        }
+        guard let methodRange = stream.method else {
+            respondLocal(status: 400, detail: "missing :method")
+            return
+        }
+        let checked = stream.headerBytes.withUnsafeBytes { p -> (status: Int, detail: String)? in
+            let method = UnsafeRawBufferPointer(rebasing: p[methodRange])
+            isHead = method.elementsEqual("HEAD".utf8)
+            idempotent = isHead || method.elementsEqual("GET".utf8) || method.elementsEqual("OPTIONS".utf8)
+                || method.elementsEqual("PUT".utf8) || method.elementsEqual("DELETE".utf8) || method.elementsEqual("TRACE".utf8)
+            if method.elementsEqual("CONNECT".utf8) { return (405, "CONNECT is not served by this proxy") }
+            if !HTTP1Syntax.isToken(method) { return (400, "invalid method") }
+            guard let path = stream.path else { return (400, "missing :path") }
+            if p[path].elementsEqual("*".utf8) { return (400, "asterisk-form target is not proxied") }
+            if let problem = HTTP1Syntax.originTargetProblem(UnsafeRawBufferPointer(rebasing: p[path])) { return (400, "\(problem)") }
+            return nil
+        }
+        if let checked {
+            respondLocal(status: checked.status, detail: checked.detail)
+            return
+        }
+        guard let authority = resolveAuthority() else { return }
+
+        let snapshot = loop.config.snapshot
+        let policy = stream.headerBytes.withUnsafeBytes { p in
+            loop.hostPolicy(snapshot, tls: connection.tls, sni: connection.sniCertificate,
+                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]))
+        }
+        switch policy {
+        case .proceed(let line):
+            hsts = line
+        case .misdirected(let host):
+            respondLocal(status: 421, detail: "host \(host) is served by another certificate than the TLS server name chose")
+            return
+        case .redirect(let location):
+            respondLocal(status: 308, detail: "this host is served over https: \(location)", location: location)
+            return
+        }
+        let decision = stream.headerBytes.withUnsafeBytes { p in
+            loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]))
+        }
+        let pool: BackendPool
+        switch decision {
+        case .forward(let p)?: pool = p
+        case .unavailable(let why)?:
+            respondLocal(status: 503, detail: why)
+            return
+        case .noRoute?:
+            respondLocal(status: 404, detail: "no route for this host and path")
+            return
+        case nil:
+            respondLocal(status: 400, detail: "the path climbs above the root or is too long")
+            return
+        }
+        guard let chosen = pool.next() else {
+            respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)")
+            return
+        }
+        framing = requestFraming()
+        var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
+        ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
+                                        framing: framing, ids: &connection.ids)
+        requestHead = out
+        endpoint = chosen
+        if let conn = loop.upstreams.acquire(chosen) {
+            attach(conn, reused: true)
+        } else {
+            connect(to: chosen)
+        }
+    }
+
+    /// `:authority`, or Host when the client sent none; both must agree (RFC 9113 §8.3.1).
+    private func resolveAuthority() -> Range<Int>? {
+        var host: Range<Int>? = nil
+        var hosts = 0
+        for f in stream.fields where stream.fieldNamed(f, "host") {
+            host = f.value
+            hosts += 1
+        }
+        let problem: String? = stream.headerBytes.withUnsafeBytes { p in
+            if hosts > 1 { return "more than one Host field" }
+            if let a = stream.authority, let h = host,
+               !p[a].elementsEqual(p[h], by: { ($0 | 0x20) == ($1 | 0x20) }) {
+                return ":authority and Host disagree"
+            }
+            guard let r = stream.authority ?? host else { return "missing :authority and Host" }
+            if let bad = HTTP1Syntax.hostProblem(UnsafeRawBufferPointer(start: p.baseAddress, count: p.count), r.lowerBound, r.upperBound) {
+                return "\(bad)"
+            }
+            return nil
+        }
+        if let problem {
+            respondLocal(status: 400, detail: problem)
+            return nil
+        }
+        return stream.authority ?? host
+    }
+
+    private func requestFraming() -> HTTP1BodyFraming {
+        var declared: Int64? = nil
+        for f in stream.fields where stream.fieldNamed(f, "content-length") {
+            // nghttp2 has checked the value and will check it against the DATA received.
+            declared = stream.headerBytes[f.value].reduce(Int64(0)) { $0 &* 10 &+ Int64($1 &- 0x30) }
+        }
+        if requestDone {
+            // No body. Methods that define one still tell the upstream it is empty.
+            let m = stream.headerBytes[stream.method!]
+            let definesBody = m.elementsEqual("POST".utf8) || m.elementsEqual("PUT".utf8) || m.elementsEqual("PATCH".utf8)
+            return definesBody || (declared ?? 0) > 0 ? .contentLength(0) : .none
+        }
+        if let declared { return .contentLength(declared) }
+        return .chunked
+    }
+
+    private func connect(to endpoint: Endpoint) {
+        state = .connecting
+        loop.upstreams.connect(endpoint).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let conn):
+                guard self.state == .connecting else {
+                    self.loop.upstreams.release(conn)
+                    return
+                }
+                self.attach(conn, reused: false)
+                self.connection.produceOutput()
+            case .failure(let error):
+                guard self.state == .connecting else { return }
+                let failure: UpstreamError
+                if let ce = error as? ChannelError, case .connectTimeout = ce {
+                    failure = .connectTimeout
+                } else {
+                    failure = .connectFailed("\(error)")
+                }
+                self.respondUpstreamFailure(failure)
+                self.connection.produceOutput()
+            }
+        }
+    }
+
+    private func attach(_ conn: UpstreamConnection, reused: Bool) {
+        upstream = conn
+        self.reused = reused
+        state = .forwarding
+        conn.attach(self, requestIsHead: isHead)
+        if let requestHead { conn.write(requestHead) }
+        if let early = earlyBody {
+            earlyBody = nil
+            writeBody(early)
+        }
+        if earlyEnd || (requestDone && framing == .chunked) {
+            earlyEnd = false
+            writeEnd()
+        }
+        conn.flush()
+        if conn.isWritable { releaseWindow() }
+    }
+
+    func requestData(_ data: UnsafeRawBufferPointer) {
+        lastClientData = .now()
+        switch state {
+        case .done:
+            session?.consume(stream, data.count)
+        case .connecting:
+            if earlyBody == nil { earlyBody = ByteBufferAllocator().buffer(capacity: data.count) }
+            earlyBody!.writeBytes(data)
+            owedWindow += data.count
+        case .forwarding:
+            var b = ByteBufferAllocator().buffer(capacity: data.count)
+            b.writeBytes(data)
+            owedWindow += data.count
+            writeBody(b)
+            connection.needsUpstreamFlush(self)
+            if upstream?.isWritable ?? false { releaseWindow() }
+        }
+    }
+
+    private func writeBody(_ b: ByteBuffer) {
+        guard let upstream, b.readableBytes > 0 else { return }
+        bodySent = true
+        requestHead = nil
+        if framing == .chunked {
+            var h = ByteBufferAllocator().buffer(capacity: 20)
+            ForwardedHeads.writeChunkHeader(&h, size: b.readableBytes)
+            upstream.write(h)
+            upstream.write(b)
+            var crlf = ByteBufferAllocator().buffer(capacity: 2)
+            crlf.writeStaticString("\r\n")
+            upstream.write(crlf)
+        } else {
+            upstream.write(b)
+        }
+    }
+
+    private func writeEnd() {
+        guard let upstream, framing == .chunked else { return }
+        var last = ByteBufferAllocator().buffer(capacity: 5)
+        last.writeStaticString("0\r\n\r\n")
+        upstream.write(last)
+    }
+
+    func requestEnd() {
+        requestDone = true
+        switch state {
+        case .connecting:
+            earlyEnd = framing == .chunked
+        case .forwarding:
+            writeEnd()
+            connection.needsUpstreamFlush(self)
+        case .done:
+            break
+        }
+    }
+
+    func flushUpstream() {
+        upstream?.flush()
+    }
+
+    /// Gives the client back the window for bytes now written to the upstream.
+    private func releaseWindow() {
+        guard owedWindow > 0 else { return }
+        session?.consume(stream, owedWindow)
+        owedWindow = 0
+    }
+
+    // MARK: - Upstream events
+
+    func upstreamResponseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
+        if head.isInformational {
+            if head.status == 101 {
+                upstreamFailed(.invalidResponse(HTTP1ParseError(.malformed, "101 without an upgrade request")))
+            }
+            // 1xx are not relayed over h2 (the final response follows).
+            return
+        }
+        requestHead = nil
+        var keepCL = false
+        switch head.framing {
+        case .contentLength(let n):
+            keepCL = true
+            responseHasBody = n > 0 && !isHead
+        case .none:
+            keepCL = true
+            responseHasBody = false
+        case .chunked, .closeDelimited:
+            responseHasBody = !isHead
+        }
+        let block = buffer.withUnsafeReadableBytes { p in
+            ForwardedHeads.responseFields(head: head, bytes: p, keepContentLength: keepCL, extra: hsts)
+        }
+        responseStarted = true
+        session?.respond(stream, headers: block, hasBody: responseHasBody)
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard responseHasBody, let session else { return }
+        if session.send(stream, body) { upstream?.setReadPaused(true) }
+    }
+
+    func upstreamResponseEnd(trailers: ByteBuffer?) {
+        guard responseStarted else { return }  // the end of a 1xx
+        if responseHasBody {
+            session?.end(stream, trailers: trailers.map { ForwardedHeads.trailerFields($0) })
+        }
+        finishUpstream()
+        state = .done
+        releaseWindowForDroppedBody()
+        // The upstream forgot this exchange with its response: its read-complete will not reach us.
+        connection.produceOutput()
+    }
+
+    func upstreamTunnelData(_ data: ByteBuffer) {}
+
+    func upstreamReadComplete() {
+        connection.produceOutput()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable {
+            releaseWindow()
+            connection.produceOutput()
+        }
+    }
+
+    func upstreamFailed(_ error: UpstreamError) {
+        guard let conn = upstream else { return }
+        upstream = nil
+        conn.close()
+        if responseStarted {
+            // A truncated response must not look complete: the stream is reset, not ended.
+            loop.logger.warning("response truncated", metadata: ["reason": "\(error)", "upstream": "\(conn.endpoint)"])
+            state = .done
+            session?.reset(stream, code: 2)  // INTERNAL_ERROR
+            connection.produceOutput()
+            return
+        }
+        if case .closedBeforeResponse = error, reused, !retried, !bodySent, idempotent, requestHead != nil, let endpoint {
+            // A kept-alive connection the upstream closed as we reused it: replay once.
+            retried = true
+            connect(to: endpoint)
+            return
+        }
+        respondUpstreamFailure(error)
+        connection.produceOutput()
+    }
+
+    private func respondUpstreamFailure(_ error: UpstreamError) {
+        loop.logger.warning("upstream failure", metadata: [
+            "status": "\(error.status)", "reason": "\(error)", "upstream": "\(endpoint?.description ?? "-")",
+        ])
+        respondLocal(status: error.status, detail: error.description, logged: true)
+    }
+
+    func responseDrained() {
+        upstream?.setReadPaused(false)
+    }
+
+    // MARK: - Ending
+
+    private func finishUpstream() {
+        guard let conn = upstream else { return }
+        upstream = nil
+        if requestDone && state == .forwarding { loop.upstreams.release(conn) } else { conn.close() }
+    }
+
+    /// Request bytes still to come are read and dropped; their window is given back at once.
+    private func releaseWindowForDroppedBody() {
+        if let early = earlyBody {
+            owedWindow = max(owedWindow, early.readableBytes)
+            earlyBody = nil
+        }
+        releaseWindow()
+    }
+
+    /// The client reset the stream, or it completed.
+    func streamClosed(errorCode: UInt32) {
+        if let conn = upstream {
+            upstream = nil
+            // Reset before the response completed: the upstream exchange cannot finish cleanly.
+            conn.close()
+        }
+        state = .done
+    }
+
+    /// The connection is gone.
+    func abandon() {
+        streamClosed(errorCode: 0)
+    }
+
+    func checkTimeouts(now: NIODeadline) {
+        guard state != .done else { return }
+        if !requestDone && now - lastClientData >= loop.settings.clientBodyTimeout {
+            if responseStarted {
+                abortStream()
+            } else {
+                respondLocal(status: 408, detail: "request body not received in time")
+            }
+            return
+        }
+        if let upstream, now - max(upstream.lastUpstreamActivity, lastClientData) >= loop.settings.upstreamReadTimeout {
+            self.upstream = nil
+            upstream.close()
+            if responseStarted {
+                loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(upstream.endpoint)"])
+                abortStream()
+            } else {
+                respondUpstreamFailure(.readTimeout)
+            }
+        }
+    }
+
+    private func abortStream() {
+        if let upstream {
+            self.upstream = nil
+            upstream.close()
+        }
+        state = .done
+        session?.reset(stream, code: 2)
+    }
+
+    /// Answers the stream from the proxy itself.
+    private func respondLocal(status: Int, detail: String, logged: Bool = false, location: String? = nil) {
+        if !logged {
+            let meta: Logger.Metadata = ["status": "\(status)", "reason": "\(detail)", "client": "\(String(decoding: connection.client.ip, as: UTF8.self))", "protocol": "h2"]
+            if status >= 500 { loop.logger.warning("request failed", metadata: meta) } else { loop.logger.info("request refused", metadata: meta) }
+        }
+        if let upstream {
+            self.upstream = nil
+            upstream.close()
+        }
+        state = .done
+        requestHead = nil
+        releaseWindowForDroppedBody()
+        guard let session else { return }
+        let phrase = LocalResponse.reasonPhrase(status)
+        let body = "\(status) \(phrase): \(detail)\n"
+        var block = HTTP2HeaderBlock()
+        block.add(":status", String(status))
+        block.add("server", loop.settings.serverName)
+        block.add("content-type", "text/plain; charset=utf-8")
+        block.add("content-length", String(body.utf8.count))
+        if let location { block.add("location", location) }
+        if let hsts { ForwardedHeads.addFieldLine(&block, hsts) }
+        responseStarted = true
+        if isHead {
+            session.respond(stream, headers: block, hasBody: false)
+            return
+        }
+        session.respond(stream, headers: block, hasBody: true)
+        var b = ByteBufferAllocator().buffer(capacity: body.utf8.count)
+        b.writeString(body)
+        session.send(stream, b)
+        session.end(stream)
+    }
+}

@@ -1,0 +1,139 @@
+import Logging
+import NIOCore
+import SluiceHTTP2
+import SluiceUpstream
+
+/// The proxy side of one HTTP/2 client connection: each stream becomes an `HTTP2Exchange`
+/// forwarded over the event loop's HTTP/1.1 upstream pool, many in parallel.
+final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
+    let loop: EventLoopContext
+    let tls: Bool
+    /// The certificate SNI chose, to refuse a host another certificate serves (421): browsers
+    /// coalesce h2 connections across the hosts a certificate names.
+    let sniCertificate: ObjectIdentifier?
+    private(set) var client: ClientInfo
+    var ids = RequestIDGenerator()
+    private(set) weak var handler: HTTP2ServerHandler?
+    private(set) var context: ChannelHandlerContext?
+    private var exchanges: [Int32: HTTP2Exchange] = [:]
+    /// Exchanges that wrote to their upstream during the current read from the client.
+    private var upstreamsToFlush: [HTTP2Exchange] = []
+    private var lastActivity = NIODeadline.now()
+    private var timer: Scheduled<Void>? = nil
+    private var closed = false
+
+    init(loop: EventLoopContext, tls: Bool, sniCertificate: ObjectIdentifier?) {
+        self.loop = loop
+        self.tls = tls
+        self.sniCertificate = sniCertificate
+        self.client = ClientInfo(remote: nil, local: nil, proto: tls ? "https" : "http")
+    }
+
+    var session: HTTP2Session? { handler?.session }
+    var settings: ProxySettings { loop.settings }
+
+    // MARK: - Connection events
+
+    func http2ConnectionStarted(_ handler: HTTP2ServerHandler, context: ChannelHandlerContext) {
+        self.handler = handler
+        self.context = context
+        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: tls ? "https" : "http")
+        loop.registry.add(self)
+        scheduleTimer()
+    }
+
+    func http2ReceiveComplete() {
+        lastActivity = .now()
+        if upstreamsToFlush.isEmpty { return }
+        for ex in upstreamsToFlush { ex.flushUpstream() }
+        upstreamsToFlush.removeAll(keepingCapacity: true)
+    }
+
+    func http2ConnectionClosed() {
+        closed = true
+        loop.registry.remove(self)
+        timer?.cancel()
+        timer = nil
+        let open = exchanges.values
+        exchanges = [:]
+        for ex in open { ex.abandon() }
+    }
+
+    // MARK: - Stream events
+
+    func http2StreamHeaders(_ stream: HTTP2Stream, endStream: Bool) {
+        let ex = HTTP2Exchange(connection: self, stream: stream)
+        stream.context = ex
+        exchanges[stream.id] = ex
+        ex.start(endStream: endStream)
+    }
+
+    func http2StreamData(_ stream: HTTP2Stream, _ data: UnsafeRawBufferPointer) {
+        guard let ex = stream.context as? HTTP2Exchange else {
+            session?.consume(stream, data.count)
+            return
+        }
+        ex.requestData(data)
+    }
+
+    func http2StreamEnd(_ stream: HTTP2Stream) {
+        (stream.context as? HTTP2Exchange)?.requestEnd()
+    }
+
+    func http2StreamClosed(_ stream: HTTP2Stream, errorCode: UInt32) {
+        guard let ex = exchanges.removeValue(forKey: stream.id) else { return }
+        ex.streamClosed(errorCode: errorCode)
+    }
+
+    func http2StreamDrained(_ stream: HTTP2Stream) {
+        (stream.context as? HTTP2Exchange)?.responseDrained()
+    }
+
+    // MARK: - Called by exchanges
+
+    func needsUpstreamFlush(_ ex: HTTP2Exchange) {
+        upstreamsToFlush.append(ex)
+    }
+
+    /// Frames the exchanges queued from outside a client read go out now.
+    func produceOutput() {
+        handler?.produceOutput()
+    }
+
+    // MARK: - Drain
+
+    func beginDrain() {
+        handler?.drain()
+    }
+
+    func forceClose() {
+        handler?.close()
+    }
+
+    // MARK: - Timeouts
+
+    /// One timer per connection: upstream and client-body timeouts of every stream, and the
+    /// idle timeout of the connection.
+    private func scheduleTimer() {
+        guard let context else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(500)) {
+            self.timer = nil
+            guard !self.closed else { return }
+            self.checkTimeouts()
+            if !self.closed { self.scheduleTimer() }
+        }
+    }
+
+    private func checkTimeouts() {
+        let now = NIODeadline.now()
+        if exchanges.isEmpty {
+            if now - lastActivity >= settings.keepAliveTimeout {
+                handler?.drain()
+                if session?.openStreams == 0 { handler?.close() }
+            }
+            return
+        }
+        for ex in Array(exchanges.values) { ex.checkTimeouts(now: now) }
+        produceOutput()
+    }
+}
