@@ -6,7 +6,8 @@
 #   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
 # https: keep-alive over TLS; https-close: a new connection (full handshake) per request;
-# http-close: a new TCP connection per request without TLS.
+# http-close: a new TCP connection per request without TLS; h2: HTTP/2 over TLS with h2load
+# (CONNS connections, 10 streams each), latency percentiles from h2load's per-request log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -68,7 +69,7 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   server {
     listen 127.0.0.1:$port reuseport;
-    listen 127.0.0.1:${TLSPORT[nginx]} ssl reuseport;
+    listen 127.0.0.1:${TLSPORT[nginx]} ssl http2 reuseport;
     ssl_certificate $PWD/$out/certs/default/tls.crt;
     ssl_certificate_key $PWD/$out/certs/default/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -92,7 +93,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$port
-  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2
+  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2 alpn h2,http/1.1
   default_backend be
 backend be
   http-reuse always
@@ -126,10 +127,17 @@ for w in $WORKERS; do
             http-close) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             https-close) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
+            h2) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
           esac
-          # warm the upstream pool, then measure
-          wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
-          wrk -t1 -c"$c" -d"${DURATION}s" --latency "${extra[@]}" "$url" > "$out/$scheme-w$w-c$c-s$size-r$r-$p.txt" 2>&1 || true
+          run="$out/$scheme-w$w-c$c-s$size-r$r-$p"
+          if [ "$scheme" = h2 ]; then
+            # warm the upstream pool, then measure; h2load stops itself after -D seconds
+            h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
+            h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 || true
+          else
+            wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
+            wrk -t1 -c"$c" -d"${DURATION}s" --latency "${extra[@]}" "$url" > "$run.txt" 2>&1 || true
+          fi
           kill "$pid" 2>/dev/null || true
           wait "$pid" 2>/dev/null || true
           sleep 0.5

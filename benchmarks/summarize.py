@@ -2,8 +2,29 @@
 """Summarises a benchmarks/run.sh output folder: median req/s, p50, p99 per proxy, and Sluice's ratios."""
 import re, statistics, sys, pathlib, collections
 
+def parse_h2load(path, t):
+    """h2load prints req/s and counts; p50/p99 come from its per-request log (µs durations)."""
+    rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", t)
+    counts = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", t)
+    non2xx = re.search(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", t)
+    durations = []
+    log = path.with_suffix(".log")
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[2].isdigit():
+                durations.append(int(parts[2]) / 1000.0)
+    durations.sort()
+    def pct(q):
+        return durations[min(len(durations) - 1, int(q * len(durations)))] if durations else None
+    errs = sum(int(x) for x in non2xx.groups()) if non2xx else 0
+    failed = ", ".join(f"{n} {w}" for n, w in zip(counts.groups(), ["failed", "errored", "timeout"]) if n != "0") if counts else "no summary"
+    return (float(rps.group(1)) if rps else 0.0, pct(0.50), pct(0.99), errs, failed)
+
 def parse(path):
     t = path.read_text()
+    if "h2load" in t or "finished in" in t:
+        return parse_h2load(path, t)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
     def lat(p):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", t, re.M)

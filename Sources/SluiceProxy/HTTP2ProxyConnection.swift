@@ -21,6 +21,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     private var lastActivity = NIODeadline.now()
     private var timer: Scheduled<Void>? = nil
     private var closed = false
+    private var outputScheduled = false
 
     init(loop: EventLoopContext, tls: Bool, sniCertificate: ObjectIdentifier?) {
         self.loop = loop
@@ -95,9 +96,16 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         upstreamsToFlush.append(ex)
     }
 
-    /// Frames the exchanges queued from outside a client read go out now.
+    /// Frames the exchanges queued from outside a client read go out once the event loop has
+    /// handled the I/O of this cycle: responses finishing on many upstream connections at once
+    /// leave in one write (one TLS record, one syscall) instead of one each.
     func produceOutput() {
-        handler?.produceOutput()
+        guard !outputScheduled, let context else { return }
+        outputScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.outputScheduled = false
+            self.handler?.produceOutput()
+        }
     }
 
     // MARK: - Drain

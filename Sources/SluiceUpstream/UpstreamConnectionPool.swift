@@ -11,12 +11,18 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     public var idleTimeout: TimeAmount
     public var maxIdlePerEndpoint: Int
     public var responseLimits: HTTP1Limits
-    private var idle: [Endpoint: [UpstreamConnection]] = [:]
+    /// A class per endpoint, so that taking and returning mutate one array in place (a
+    /// dictionary value copied out and stored back would copy the whole list every time).
+    private final class IdleStack {
+        var connections: [UpstreamConnection] = []
+    }
+
+    private var idle: [Endpoint: IdleStack] = [:]
     private var sweeper: RepeatedTask?
     private var closed = false
 
     public init(eventLoop: EventLoop, connectTimeout: TimeAmount = .seconds(5), idleTimeout: TimeAmount = .seconds(30),
-                maxIdlePerEndpoint: Int = 256, responseLimits: HTTP1Limits = .default) {
+                maxIdlePerEndpoint: Int = 1024, responseLimits: HTTP1Limits = .default) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout
@@ -37,9 +43,8 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     /// The most recently used idle connection to `endpoint`, if one is still usable.
     public func acquire(_ endpoint: Endpoint) -> UpstreamConnection? {
         eventLoop.assertInEventLoop()
-        guard var list = idle[endpoint], !list.isEmpty else { return nil }
-        defer { idle[endpoint] = list }
-        while let c = list.popLast() {
+        guard let stack = idle[endpoint] else { return nil }
+        while let c = stack.connections.popLast() {
             if c.isUsable { return c }
             c.close()
         }
@@ -55,13 +60,18 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             return
         }
         connection.idleSince = .now()
-        var list = idle[connection.endpoint] ?? []
-        if list.count >= maxIdlePerEndpoint {
+        let stack: IdleStack
+        if let s = idle[connection.endpoint] {
+            stack = s
+        } else {
+            stack = IdleStack()
+            idle[connection.endpoint] = stack
+        }
+        if stack.connections.count >= maxIdlePerEndpoint {
             connection.close()
             return
         }
-        list.append(connection)
-        idle[connection.endpoint] = list
+        stack.connections.append(connection)
     }
 
     /// Opens a new connection to `endpoint` on this pool's event loop.
@@ -85,8 +95,8 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     /// Closes every idle connection to endpoints not in `keep` (after a configuration change).
     public func closeIdle(notIn keep: Set<Endpoint>) {
         eventLoop.assertInEventLoop()
-        for (endpoint, list) in idle where !keep.contains(endpoint) {
-            for c in list { c.close() }
+        for (endpoint, stack) in idle where !keep.contains(endpoint) {
+            for c in stack.connections { c.close() }
             idle[endpoint] = nil
         }
     }
@@ -95,21 +105,21 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         closed = true
         sweeper?.cancel()
-        for list in idle.values { for c in list { c.close() } }
+        for stack in idle.values { for c in stack.connections { c.close() } }
         idle.removeAll()
     }
 
-    public var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+    public var idleCount: Int { idle.values.reduce(0) { $0 + $1.connections.count } }
 
     private func sweep() {
         let cutoff = NIODeadline.now() - idleTimeout
-        for (endpoint, list) in idle {
-            let keep = list.filter { c in
-                if c.isUsable && c.idleSince > cutoff { return true }
+        for (endpoint, stack) in idle {
+            stack.connections.removeAll { c in
+                if c.isUsable && c.idleSince > cutoff { return false }
                 c.close()
-                return false
+                return true
             }
-            idle[endpoint] = keep.isEmpty ? nil : keep
+            if stack.connections.isEmpty { idle[endpoint] = nil }
         }
     }
 }
