@@ -11,7 +11,7 @@ import sys
 import time
 
 from hpack import Decoder, Encoder
-from hyperframe.frame import (DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
                               RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -29,19 +29,30 @@ class Probe:
         self.result = {"responses": {}, "resets": {}, "goaway": None, "closed": False, "pings_acked": 0}
 
     def send(self, *frames):
-        data = b"".join(f.serialize() for f in frames)
+        flat = []
+        for f in frames:
+            flat += f if isinstance(f, list) else [f]
+        data = b"".join(f.serialize() for f in flat)
         try:
             self.sock.sendall(data)
         except OSError:
             self.result["closed"] = True
 
     def headers(self, stream, fields, end_stream=True):
+        """HEADERS, plus CONTINUATION frames when the block exceeds the default frame size."""
+        block = self.enc.encode(fields, huffman=False)
+        pieces = [block[i:i + 16384] for i in range(0, len(block), 16384)] or [b""]
         f = HeadersFrame(stream)
-        f.data = self.enc.encode(fields, huffman=False)
-        f.flags.add("END_HEADERS")
+        f.data = pieces[0]
         if end_stream:
             f.flags.add("END_STREAM")
-        return f
+        frames = [f]
+        for piece in pieces[1:]:
+            c = ContinuationFrame(stream)
+            c.data = piece
+            frames.append(c)
+        frames[-1].flags.add("END_HEADERS")
+        return frames
 
     def request(self, stream, extra=(), method="GET", path="/", end_stream=True, authority=True):
         fields = [(":method", method), (":scheme", "http"), (":path", path)]
@@ -164,6 +175,21 @@ def main():
     elif case == "window-overflow":
         p.send(WindowUpdateFrame(0, window_increment=2**31 - 1), WindowUpdateFrame(0, window_increment=2**31 - 1))
         p.read(lambda r: r["goaway"] is not None)
+    elif case == "many-fields":
+        p.send(p.request(1, [("x-f%d" % i, "v") for i in range(150)]))
+        p.read(answered(1))
+    elif case == "long-path":
+        p.send(p.request(1, path="/" + "a" * 20000))
+        p.read(answered(1))
+    elif case in ("over-concurrency", "over-concurrency-acked"):
+        # Open 8 slow streams at once: before the server's SETTINGS were acknowledged (the client
+        # could not know the limit yet), or after.
+        if case == "over-concurrency-acked":
+            p.read(lambda r: False, timeout=0.3)
+        p.send(*[p.request(1 + 2 * i, path="/slow?delay_ms=800") for i in range(8)])
+        p.read(lambda r: all(answered(1 + 2 * i)(r) for i in range(8)), timeout=10)
+        for r in p.result["responses"].values():
+            r["body"] = r["body"][:60]
     elif case == "tiny-window":
         # A slow reader by flow control: a 1-byte window and a request for a large body, held
         # open for a few seconds without ever opening the window.

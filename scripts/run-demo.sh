@@ -24,6 +24,8 @@ Try:
   curl -i -H 'Host: shop.local' http://$http/cart        # 308 to https (shop.local has TLS)
   curl -H 'Host: blog.apps.local' http://$http/anything  # wildcard host (ssl-redirect off)
   curl -H 'Host: api.local' http://$http/v2/things
+  curl --http2 --cacert certs/dev-ca/ca.crt --resolve shop.local:$tport:127.0.0.1 https://shop.local:$tport/   # HTTP/2 (ALPN)
+  curl --http2-prior-knowledge -H 'Host: api.local' http://$http/v2/things                                   # h2c
   curl http://$http/unmatched                            # the default backend
   ./.build/release/sluice routes --rules ingress-rules
   ./.build/release/sluice explain --rules ingress-rules http://shop.local/api/v1

@@ -7,6 +7,8 @@ public struct HTTP2Limits: Sendable {
     public var maxConcurrentStreams = 128
     /// Bytes of request fields (name + value + 32 each, as RFC 9113 counts); beyond it, 431.
     public var maxHeaderListSize = 64 * 1024
+    /// Request fields (pseudo-fields included); beyond it, 431.
+    public var maxHeaderFields = 100
     /// Request-body window per stream, and for the whole connection: what a client may send
     /// before the proxy has passed it on (the bound on buffered request bytes).
     public var initialStreamWindow = 256 * 1024
@@ -216,7 +218,8 @@ public final class HTTP2Session {
     fileprivate func header(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int32 {
         guard let s = streams[sluice_nghttp2_frame_stream_id(frame)], !s.receivingTrailers else { return 0 }
         s.headerListSize += name.count + value.count + 32
-        if s.headerListSize > limits.maxHeaderListSize {
+        s.headerCount += 1
+        if s.headerListSize > limits.maxHeaderListSize || s.headerCount > limits.maxHeaderFields {
             // Keep reading the block (HPACK state must stay in step) but keep nothing more.
             s.headersTooLarge = true
             return 0

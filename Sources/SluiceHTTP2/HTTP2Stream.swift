@@ -25,6 +25,7 @@ public final class HTTP2Stream {
     /// The client ended its side (END_STREAM seen).
     public internal(set) var requestEnded = false
     var headerListSize = 0
+    var headerCount = 0
     /// HEADERS after the request head are trailers; they end the request and are not kept.
     var receivingTrailers = false
 

@@ -71,6 +71,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             if !HTTP1Syntax.isToken(method) { return (400, "invalid method") }
             guard let path = stream.path else { return (400, "missing :path") }
             if p[path].elementsEqual("*".utf8) { return (400, "asterisk-form target is not proxied") }
+            if path.count > loop.settings.requestLimits.maxLineLength { return (414, "the path is longer than the request-line limit") }
             if let problem = HTTP1Syntax.originTargetProblem(UnsafeRawBufferPointer(rebasing: p[path])) { return (400, "\(problem)") }
             return nil
         }

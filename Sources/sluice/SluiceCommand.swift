@@ -102,6 +102,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds without a byte from the upstream while a response is due (504).")
     var upstreamReadTimeout: Double = 60
 
+    @Option(name: .customLong("h2-max-concurrent-streams"), help: "HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).")
+    var h2MaxConcurrentStreams: Int = 128
+
+    @Option(name: .customLong("h2-max-control-frames"), help: "HTTP/2 PING/SETTINGS/PRIORITY/RST_STREAM/empty DATA frames per second before ENHANCE_YOUR_CALM.")
+    var h2MaxControlFrames: Int = 1000
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -115,6 +121,14 @@ struct Serve: AsyncParsableCommand {
         settings.keepAliveTimeout = amount(keepaliveTimeout)
         settings.upstreamConnectTimeout = amount(upstreamConnectTimeout)
         settings.upstreamReadTimeout = amount(upstreamReadTimeout)
+        guard h2MaxConcurrentStreams > 0, h2MaxControlFrames > 0 else {
+            throw ValidationError("--h2-max-concurrent-streams and --h2-max-control-frames must be positive")
+        }
+        settings.http2.maxConcurrentStreams = h2MaxConcurrentStreams
+        settings.http2.maxControlFramesPerSecond = h2MaxControlFrames
+        // The HTTP/1.1 head limits bound HTTP/2 field sections too (431).
+        settings.http2.maxHeaderListSize = settings.requestLimits.maxHeadLength
+        settings.http2.maxHeaderFields = settings.requestLimits.maxFieldCount
         var fallback: BackendPool? = nil
         if let spec = defaultBackend {
             do {

@@ -185,6 +185,26 @@ struct HTTP2Tests {
         #expect(!f.stack.backends[2].process.output.contains("X-Upper"))
     }
 
+    @Test func limitsAnswer431And414() throws {
+        let f = try Fixture()
+        #expect(Self.response(try f.probe("many-fields"))?["status"] as? Int == 431)
+        #expect(Self.response(try f.probe("long-path"))?["status"] as? Int == 414)
+    }
+
+    @Test func streamsBeyondTheConcurrencyLimitAreRefused() throws {
+        let f = try Fixture(extra: ["--h2-max-concurrent-streams", "4"])
+        // A client that could not have seen the limit yet: the extra streams are refused
+        // (REFUSED_STREAM, safe to retry) and the others are served.
+        let r = try f.probe("over-concurrency")
+        let answered = (r["responses"] as? [String: Any] ?? [:]).values.compactMap { ($0 as? [String: Any])?["status"] as? Int }
+        let refused = (r["resets"] as? [String: Int] ?? [:]).values.filter { $0 == 7 }
+        #expect(answered.count == 4 && answered.allSatisfy { $0 == 200 }, "\(r)")
+        #expect(refused.count == 4, "\(r)")
+        // One that acknowledged the limit and ignores it loses the connection (PROTOCOL_ERROR).
+        let acked = try f.probe("over-concurrency-acked")
+        #expect(acked["goaway"] as? Int == 1, "\(acked)")
+    }
+
     @Test(arguments: [("ping-flood", 11), ("settings-flood", 11), ("empty-data-flood", 11), ("window-overflow", 3), ("rapid-reset", -1)])
     func floodsAndWindowAbuseEndTheConnection(_ name: String, _ code: Int) throws {
         let f = try Fixture()
