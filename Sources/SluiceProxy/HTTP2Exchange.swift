@@ -20,7 +20,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case done
     }
 
+    /// Unowned: the connection outlives its exchanges' work. Once it is gone every exchange is
+    /// `.done` (abandoned), and the callbacks that can still arrive (a connect completing) check
+    /// the state before touching it.
     private unowned let connection: HTTP2ProxyConnection
+    private let loop: EventLoopContext
     private let stream: HTTP2Stream
     private var state = State.connecting
     private var isHead = false
@@ -44,10 +48,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     init(connection: HTTP2ProxyConnection, stream: HTTP2Stream) {
         self.connection = connection
+        self.loop = connection.loop
         self.stream = stream
     }
-
-    private var loop: EventLoopContext { connection.loop }
     private var session: HTTP2Session? { connection.session }
 
     // MARK: - Request
