@@ -5,7 +5,7 @@ RELEASE_BIN := .build/release/sluice
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the demo and the tests need from apt.
 APT_BUILD := libssl-dev libnghttp2-dev pkg-config openssl
-APT_TEST := curl python3 wrk nghttp2-client python3-h2
+APT_TEST := curl python3 wrk nghttp2-client python3-h2 chromium
 APT_BENCH := wrk nginx-light haproxy nghttp2-client
 # The shared llhttp corpus: beside the checkout, or where this workplace keeps it.
 LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(abspath ../../shared/corpora/llhttp) /work/shared/corpora/llhttp) $(abspath ../shared/corpora/llhttp))

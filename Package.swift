@@ -75,9 +75,22 @@ let package = Package(
             ],
             swiftSettings: hotPathSettings
         ),
+        .target(
+            name: "SluiceAdmin",
+            dependencies: [
+                "SluiceProxy",
+                "SluiceHTTP1",
+                "SluiceRouting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [
+                "SluiceAdmin",
                 "SluiceHTTP1",
                 "SluiceTLS",
                 "SluiceRouting",

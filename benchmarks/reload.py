@@ -55,7 +55,7 @@ def run(files):
         # The log lives outside the watched folder: writing it must not look like a rules change.
         logpath = d.rstrip("/") + ".log"
         log = open(logpath, "w")
-        procs.append(subprocess.Popen([SLUICE, "serve", "--rules", d, "--http", f"127.0.0.1:{pport}", "--workers", "1"], stdout=log, stderr=log))
+        procs.append(subprocess.Popen([SLUICE, "serve", "--rules", d, "--http", f"127.0.0.1:{pport}", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"], stdout=log, stderr=log))
         wait_port(bport); wait_port(pport, 120)
         host = "host100.example.com"
         assert get(pport, host, "/svc100/deep") == 200, "the generated route does not answer"

@@ -19,8 +19,10 @@ PROXIES=${PROXIES:-"sluice nginx haproxy"}
 SCHEMES=${SCHEMES:-"http"}
 SLUICE=${SLUICE:-.build/release/sluice}
 BACKEND_PORT=18080
-declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083)
-declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093)
+# sluice-off: metrics and access log off; sluice-obs: metrics on and a JSON access log to a file
+# (the cost of observability is sluice-obs ÷ sluice-off in the same run).
+declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083 [sluice-off]=18081 [sluice-obs]=18081)
+declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093 [sluice-off]=18091 [sluice-obs]=18091)
 out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/www"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
@@ -52,9 +54,12 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 start_proxy() {  # name workers → pid
   local name=$1 w=$2 port=${PORT[$1]}
   case $name in
-    sluice)
-      "$SLUICE" serve --rules "$out/empty-rules" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[sluice]} \
-        --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning >"$out/sluice.log" 2>&1 &
+    sluice|sluice-off|sluice-obs)
+      local obs=()
+      [ "$name" = sluice-off ] && obs=(--metrics off --access-log off)
+      [ "$name" = sluice-obs ] && obs=(--metrics on --access-log "$out/access.log" --access-log-format json)
+      "$SLUICE" serve --rules "$out/empty-rules" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[$name]} \
+        --admin 127.0.0.1:18099 --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning "${obs[@]}" >"$out/$name.log" 2>&1 &
       ;;
     nginx)
       cat > "$out/nginx-proxy.conf" <<CONF

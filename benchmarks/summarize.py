@@ -38,7 +38,7 @@ def parse(path):
 out = pathlib.Path(sys.argv[1])
 runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for f in sorted(out.glob("*-w*-c*-s*-r*-*.txt")):
-    m = re.match(r"([\w-]+)-w(\d+)-c(\d+)-s(\d+)-r(\d+)-(\w+)\.txt", f.name)
+    m = re.match(r"([\w-]+?)-w(\d+)-c(\d+)-s(\d+)-r(\d+)-([\w-]+)\.txt", f.name)
     scheme, w, c, s, r, proxy = m.groups()
     runs[(scheme, int(w), int(c), int(s))][proxy].append(parse(f))
 
@@ -53,9 +53,13 @@ for key in sorted(runs):
                       statistics.median(x[1] for x in rs if x[1] is not None) if any(x[1] for x in rs) else None,
                       statistics.median(x[2] for x in rs if x[2] is not None) if any(x[2] for x in rs) else None,
                       sum(x[3] for x in rs), ";".join(x[4] for x in rs if x[4]))
-    for proxy in ["sluice", "nginx", "haproxy"]:
+    order = ["sluice", "nginx", "haproxy", "sluice-off", "sluice-obs"]
+    for proxy in order + sorted(p for p in med if p not in order):
         if proxy not in med: continue
         rps, p50, p99, errs, sock = med[proxy]
-        ratio = "" if proxy == "sluice" or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
+        if proxy == "sluice-obs" and "sluice-off" in med and med["sluice-off"][0]:
+            ratio = f"obs ÷ off = {rps / med['sluice-off'][0]:.3f}"
+        else:
+            ratio = "" if proxy.startswith("sluice") or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
         e = f"{errs} non-2xx" + (f"; sockets: {sock}" if sock else "") if errs or sock else "0"
         print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")

@@ -27,10 +27,11 @@ Try:
   curl --http2 --cacert certs/dev-ca/ca.crt --resolve shop.local:$tport:127.0.0.1 https://shop.local:$tport/   # HTTP/2 (ALPN)
   curl --http2-prior-knowledge -H 'Host: api.local' http://$http/v2/things                                   # h2c
   curl http://$http/unmatched                            # the default backend
+  open http://127.0.0.1:9901/   (status page; /metrics, /routes, /upstreams, /config)
   ./.build/release/sluice routes --rules ingress-rules
   ./.build/release/sluice explain --rules ingress-rules http://shop.local/api/v1
 
 MSG
-"$bin" serve --rules ingress-rules --certs certs --http "$http" --https "$https" &
+"$bin" serve --rules ingress-rules --certs certs --http "$http" --https "$https" --access-log stdout --access-log-format combined &
 pids+=($!)
 wait "${pids[-1]}"

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import SluiceRouting
@@ -102,6 +103,11 @@ public final class ConfigLoader: Sendable {
         return (store, redirects, hsts)
     }
 
+    /// The rule files of the last load, and those serving their last good version.
+    public var files: (all: [String], onLastGood: Set<String>) {
+        cache.withLock { ($0.files, $0.filesOnLastGood) }
+    }
+
     /// Durations of the last load: files, compile, snapshot (for the reload log line).
     public let lastTimings = Mutex<(Duration, Duration, Duration)>((.zero, .zero, .zero))
 }
@@ -109,7 +115,7 @@ public final class ConfigLoader: Sendable {
 /// Applies reloads one at a time: load, compile, swap the snapshot with one atomic store, close
 /// idle upstream connections that nothing routes to any more, and log what changed.
 public final class ReloadCoordinator: Sendable {
-    private let loader: ConfigLoader
+    private let loaderRef: ConfigLoader
     private let store: ConfigStore
     private let logger: Logger
     private let state = Mutex<(generation: Int, reported: Set<String>)>((1, []))
@@ -117,7 +123,7 @@ public final class ReloadCoordinator: Sendable {
     private let externalNames = Mutex(false)
 
     public init(loader: ConfigLoader, store: ConfigStore, logger: Logger, afterSwap: @escaping @Sendable () -> Void) {
-        self.loader = loader
+        self.loaderRef = loader
         self.store = store
         self.logger = logger
         self.afterSwap = afterSwap
@@ -139,7 +145,7 @@ public final class ReloadCoordinator: Sendable {
             let started = ContinuousClock.now
             let old = store.snapshot
             let next = st.generation + 1
-            let (snapshot, compiled, lastGood) = loader.load(generation: next)
+            let (snapshot, compiled, lastGood) = loaderRef.load(generation: next)
             externalNames.withLock { $0 = compiled.usesExternalNames }
             // Each problem is logged once, until it goes away.
             let now = Set(compiled.problems.map(\.description))
@@ -151,10 +157,13 @@ public final class ReloadCoordinator: Sendable {
             // Swap first: the summary below is for the log and must not delay the new routes.
             store.store(snapshot)
             st.generation = next
+            ProcessMetrics.shared.reloads.wrappingIncrement(ordering: .relaxed)
+            ProcessMetrics.shared.generation.store(next, ordering: .relaxed)
+            if !compiled.errors.isEmpty { ProcessMetrics.shared.reloadFailures.wrappingIncrement(ordering: .relaxed) }
             afterSwap()
             let swapped = ContinuousClock.now
             let summary = Self.diff(old.table, snapshot.table)
-            let (tl, tc, ts) = loader.lastTimings.withLock { $0 }
+            let (tl, tc, ts) = loaderRef.lastTimings.withLock { $0 }
             if summary.isEmpty {
                 logger.debug("reload: no route changed", metadata: ["reason": "\(reason)", "generation": "\(next)"])
                 return
@@ -170,6 +179,8 @@ public final class ReloadCoordinator: Sendable {
     }
 
     public var generation: Int { state.withLock { $0.generation } }
+
+    public var loader: ConfigLoader { loaderRef }
 
     /// Whether the configuration routes to ExternalName services (then `refreshExternalNames`
     /// should run periodically: the system resolver gives no TTL).

@@ -22,6 +22,9 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
     let redirectSuffixHashes: Set<UInt64>
     /// Hosts whose TLS responses carry Strict-Transport-Security (the header line, CRLF included).
     public let hstsHosts: [String: [UInt8]]
+    /// The metrics series of each route (parallel to `table.routes`), and of the fallback.
+    public let routeStats: [Int32]
+    public let fallbackStat: Int32
 
     public init(generation: Int, table: RouteTable = RouteTable(), fallback: BackendPool? = nil, problems: [ConfigProblem] = [],
                 certificates: CertificateStore = CertificateStore(), redirectHosts: Set<String> = [], hstsHosts: [String: [UInt8]] = [:]) {
@@ -43,19 +46,31 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         }
         redirectExactHashes = exact
         redirectSuffixHashes = suffix
+        let registry = StatRegistry.shared
         var pools: [BackendPool?] = []
         for b in table.backends {
             let endpoints = b.addresses.compactMap { try? Endpoint(host: $0.ip, port: $0.port) }
-            pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints))
+            let ids = endpoints.map { registry.id(for: EndpointKey(service: b.name, address: $0.description)) }
+            pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints, endpointIDs: ids))
         }
         self.pools = pools
+        self.routeStats = table.routes.map { r in
+            registry.id(for: StatKey(host: r.host ?? "*", ingress: r.ingress, service: table.backends[r.backend].name))
+        }
+        if let fallback {
+            fallbackStat = registry.id(for: StatKey(host: "*", ingress: "--default-backend", service: fallback.name))
+            for e in fallback.endpoints { _ = registry.id(for: EndpointKey(service: fallback.name, address: e.description)) }
+        } else {
+            fallbackStat = StatRegistry.unrouted
+        }
     }
 
     /// The outcome of routing one request.
     public enum Decision {
-        case forward(BackendPool)
+        /// Forward to the pool; the second value is the route's metrics series.
+        case forward(BackendPool, Int32)
         /// The route exists but its backend cannot take requests (503), with the reason.
-        case unavailable(String)
+        case unavailable(String, Int32)
         case noRoute
     }
 
@@ -63,12 +78,12 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
     @inlinable
     public func decide(host: UnsafeRawBufferPointer, path: UnsafeRawBufferPointer) -> Decision {
         guard let r = table.lookup(host: host, path: path) else {
-            if let fallback { return .forward(fallback) }
+            if let fallback { return .forward(fallback, fallbackStat) }
             return .noRoute
         }
         let b = table.routes[r].backend
-        if let pool = pools[b] { return .forward(pool) }
-        return .unavailable(table.backends[b].problem ?? "no ready endpoint for \(table.backends[b].name)")
+        if let pool = pools[b] { return .forward(pool, routeStats[r]) }
+        return .unavailable(table.backends[b].problem ?? "no ready endpoint for \(table.backends[b].name)", routeStats[r])
     }
 
     /// FNV-1a over a normalised host.

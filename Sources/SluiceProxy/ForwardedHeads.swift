@@ -29,6 +29,8 @@ enum ConnectionDirective {
 struct RequestIDGenerator {
     private var a: UInt64
     private var b: UInt64
+    /// The id `next()` returned last (for the access log).
+    private(set) var last: (UInt64, UInt64) = (0, 0)
 
     init() {
         var g = SystemRandomNumberGenerator()
@@ -48,6 +50,7 @@ struct RequestIDGenerator {
         }
         let hi = step(&a, &b)
         let lo = step(&a, &b)
+        last = (hi, lo)
         return (hi, lo)
     }
 }

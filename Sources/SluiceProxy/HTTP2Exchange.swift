@@ -45,6 +45,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var responseHasBody = false
     private var hsts: [UInt8]? = nil
     private var lastClientData = NIODeadline.now()
+    private var record = ExchangeRecord()
+    private var responseStatus = 0
+    private var logFields: AccessLogFields? = nil
 
     init(connection: HTTP2ProxyConnection, stream: HTTP2Stream) {
         self.connection = connection
@@ -57,6 +60,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func start(endStream: Bool) {
         requestDone = endStream
+        record.begin(now: lastClientData, bytesIn: stream.headerBytes.count)
+        if loop.accessLog != nil { captureLogFields() }
         if stream.headersTooLarge {
             respondLocal(status: 431, detail: "request header fields too large")
             return
@@ -104,8 +109,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         let pool: BackendPool
         switch decision {
-        case .forward(let p)?: pool = p
-        case .unavailable(let why)?:
+        case .forward(let p, let stat)?:
+            pool = p
+            record.stat = stat
+        case .unavailable(let why, let stat)?:
+            record.stat = stat
             respondLocal(status: 503, detail: why)
             return
         case .noRoute?:
@@ -115,14 +123,18 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 400, detail: "the path climbs above the root or is too long")
             return
         }
-        guard let chosen = pool.next() else {
+        guard let index = pool.nextIndex() else {
             respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)")
             return
         }
+        let chosen = pool.endpoints[index]
+        record.endpoint = chosen
+        record.endpointID = pool.endpointIDs[index]
         framing = requestFraming()
         var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.ids)
+        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.ids.last) }
         requestHead = out
         endpoint = chosen
         if let conn = loop.upstreams.acquire(chosen) {
@@ -201,6 +213,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     private func attach(_ conn: UpstreamConnection, reused: Bool) {
+        if record.upstreamStart == nil { record.upstreamStart = .now() }
         upstream = conn
         self.reused = reused
         state = .forwarding
@@ -220,6 +233,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func requestData(_ data: UnsafeRawBufferPointer) {
         lastClientData = .now()
+        record.bytesIn += data.count
         switch state {
         case .done:
             session?.consume(stream, data.count)
@@ -296,6 +310,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             return
         }
         requestHead = nil
+        record.upstreamStatus = head.status
+        record.upstreamDone(now: .now())
+        responseStatus = head.status
+        record.bytesOut += head.headLength
         var keepCL = false
         switch head.framing {
         case .contentLength(let n):
@@ -316,6 +334,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard responseHasBody, let session else { return }
+        record.bytesOut += body.readableBytes
         if session.send(stream, body) { upstream?.setReadPaused(true) }
     }
 
@@ -326,6 +345,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         finishUpstream()
         state = .done
+        finishRecord(status: responseStatus)
         releaseWindowForDroppedBody()
         // The upstream forgot this exchange with its response: its read-complete will not reach us.
         connection.produceOutput()
@@ -348,8 +368,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         guard let conn = upstream else { return }
         upstream = nil
         conn.close()
+        record.upstreamFailed = true
         if responseStarted {
             // A truncated response must not look complete: the stream is reset, not ended.
+            finishRecord(status: responseStatus)
             loop.logger.warning("response truncated", metadata: ["reason": "\(error)", "upstream": "\(conn.endpoint)"])
             state = .done
             session?.reset(stream, code: 2)  // INTERNAL_ERROR
@@ -359,6 +381,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         if case .closedBeforeResponse = error, reused, !retried, !bodySent, idempotent, requestHead != nil, let endpoint {
             // A kept-alive connection the upstream closed as we reused it: replay once.
             retried = true
+            record.retried = true
+            record.upstreamFailed = false
             connect(to: endpoint)
             return
         }
@@ -367,6 +391,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     private func respondUpstreamFailure(_ error: UpstreamError) {
+        record.upstreamFailed = true
         loop.logger.warning("upstream failure", metadata: [
             "status": "\(error.status)", "reason": "\(error)", "upstream": "\(endpoint?.description ?? "-")",
         ])
@@ -396,6 +421,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     /// The client reset the stream, or it completed.
     func streamClosed(errorCode: UInt32) {
+        // Reset before the response completed: 499, as nginx logs a client that went away.
+        finishRecord(status: responseStarted ? responseStatus : 499)
         if let conn = upstream {
             upstream = nil
             // Reset before the response completed: the upstream exchange cannot finish cleanly.
@@ -432,12 +459,38 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     private func abortStream() {
+        finishRecord(status: responseStarted ? responseStatus : 499)
         if let upstream {
             self.upstream = nil
             upstream.close()
         }
         state = .done
         session?.reset(stream, code: 2)
+    }
+
+    // MARK: - Accounting
+
+    private func finishRecord(status: Int) {
+        guard record.open else { return }
+        loop.finish(&record, status: status, fields: logFields, client: connection.client.ip)
+    }
+
+    private func captureLogFields() {
+        var f = AccessLogFields()
+        f.proto = "HTTP/2.0"
+        stream.headerBytes.withUnsafeBytes { p in
+            func r(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: p[range]) }
+            if let m = stream.method { f.method = f.keep(r(m)) }
+            if let a = stream.authority { f.host = f.keep(r(a)) }
+            if let path = stream.path { f.path = f.keep(r(path)) }
+            for field in stream.fields {
+                if f.host.isEmpty && stream.fieldNamed(field, "host") { f.host = f.keep(r(field.value)) }
+                if stream.fieldNamed(field, "x-request-id") { f.requestID = f.keep(r(field.value)) }
+                if stream.fieldNamed(field, "user-agent") { f.userAgent = f.keep(r(field.value)) }
+                if stream.fieldNamed(field, "referer") { f.referer = f.keep(r(field.value)) }
+            }
+        }
+        logFields = f
     }
 
     /// Answers the stream from the proxy itself.
@@ -456,6 +509,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         guard let session else { return }
         let phrase = LocalResponse.reasonPhrase(status)
         let body = "\(status) \(phrase): \(detail)\n"
+        record.bytesOut += isHead ? 0 : body.utf8.count
+        finishRecord(status: status)
         var block = HTTP2HeaderBlock()
         block.add(":status", String(status))
         block.add("server", loop.settings.serverName)

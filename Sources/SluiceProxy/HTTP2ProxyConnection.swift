@@ -40,6 +40,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         self.context = context
         client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: tls ? "https" : "http")
         loop.registry.add(self)
+        if loop.settings.metricsEnabled { loop.metrics.h2Connection() }
         scheduleTimer()
     }
 

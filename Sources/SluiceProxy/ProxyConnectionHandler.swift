@@ -29,6 +29,49 @@ final class EventLoopContext: @unchecked Sendable {
             idleTimeout: settings.upstreamIdleTimeout, responseLimits: settings.responseLimits)
         self.registry = ConnectionRegistry(eventLoop: eventLoop)
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 8)
+        self.accessLog = settings.accessLog.map { AccessLogBuffer(writer: $0) }
+    }
+
+    // MARK: Accounting
+
+    let metrics = LoopMetrics()
+    let accessLog: AccessLogBuffer?
+    /// `ingress host → service` per metrics series, for log lines (filled on first use).
+    private var routeNames: [[UInt8]] = []
+
+    func startAccounting() {
+        guard accessLog != nil else { return }
+        // The task runs on this loop, the only one that touches the buffer.
+        eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
+            self.accessLog?.flush()
+        }
+    }
+
+    /// One request is over: count it, and log it when an access log is on.
+    func finish(_ r: inout ExchangeRecord, status: Int, fields: AccessLogFields?, client: [UInt8]) {
+        guard r.open else { return }
+        r.open = false
+        let now = NIODeadline.now()
+        r.upstreamDone(now: now)
+        if settings.metricsEnabled {
+            metrics.record(stat: r.stat, status: status, durationNanos: (now - r.start).nanoseconds, upstreamNanos: r.upstreamNanos,
+                           bytesIn: r.bytesIn, bytesOut: r.bytesOut, retried: r.retried)
+            if r.endpointID >= 0 { metrics.recordEndpoint(r.endpointID, failed: r.upstreamFailed) }
+        }
+        if let accessLog, let fields {
+            accessLog.append(r, fields: fields, status: status, client: client, route: routeName(r.stat), now: now)
+        }
+    }
+
+    private func routeName(_ stat: Int32) -> [UInt8] {
+        let i = Int(stat)
+        if i < routeNames.count && !routeNames[i].isEmpty { return routeNames[i] }
+        let keys = StatRegistry.shared.keys
+        if routeNames.count < keys.count { routeNames += Array(repeating: [], count: keys.count - routeNames.count) }
+        guard i < keys.count else { return Array("-".utf8) }
+        let k = keys[i]
+        routeNames[i] = i == 0 ? Array("-".utf8) : Array("\(k.ingress) \(k.host) -> \(k.service)".utf8.filter { $0 != UInt8(ascii: "\"") })
+        return routeNames[i]
     }
 
     deinit { scratch.deallocate() }
@@ -181,12 +224,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Strict-Transport-Security for the current exchange (TLS hosts whose Ingress asks for it).
     private var hstsLine: [UInt8]? = nil
 
+    // MARK: Accounting
+
+    private var record = ExchangeRecord()
+    /// The status the client is getting (upstream's or the proxy's own).
+    private var responseStatus = 0
+    /// Present when the access log is on.
+    private var logFields: AccessLogFields? = nil
+
     init(loop: EventLoopContext, tls: Bool = false) {
         self.loop = loop
         self.settings = loop.settings
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
         self.client = ClientInfo(remote: nil, local: nil, proto: tls ? "https" : "http")
+        if loop.accessLog != nil { logFields = AccessLogFields() }
     }
 
     // MARK: - Channel events
@@ -204,6 +256,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A client gone before its response completed: 499, as nginx logs it.
+        finishRecord(status: responseStarted ? responseStatus : 499)
         loop.registry.remove(self)
         timer?.cancel()
         timer = nil
@@ -249,6 +303,44 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
         }
         process()
+    }
+
+    // MARK: - Accounting
+
+    private func finishRecord(status: Int) {
+        guard record.open else { return }
+        loop.finish(&record, status: status, fields: logFields, client: client.ip)
+    }
+
+    /// Copies what the log line needs while the head's bytes are still in the receive buffer.
+    private func captureLogFields(_ head: HTTP1Head) {
+        logFields!.reset()
+        logFields!.proto = head.isHTTP11OrLater ? "HTTP/1.1" : "HTTP/1.0"
+        inbound.withUnsafeReadableBytes { p in
+            func r(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: p[range]) }
+            logFields!.method = logFields!.keep(r(head.methodRange))
+            if let host = head.targetAuthority ?? head.hostField.map({ head.fields[$0].value }) {
+                logFields!.host = logFields!.keep(r(host))
+            }
+            logFields!.path = logFields!.keep(r(head.targetForm == .absolute ? head.targetPathAndQuery : head.target))
+            let combined = loop.accessLog?.writer.format == .combined
+            for f in head.fields {
+                if f.known == .xRequestID {
+                    logFields!.requestID = logFields!.keep(r(f.value))
+                } else if combined && f.known == .other {
+                    let n = r(f.name)
+                    if n.count == 10 && Self.equalsLowercased(n, "user-agent") { logFields!.userAgent = logFields!.keep(r(f.value)) }
+                    if n.count == 7 && Self.equalsLowercased(n, "referer") { logFields!.referer = logFields!.keep(r(f.value)) }
+                }
+            }
+        }
+    }
+
+    static func equalsLowercased(_ p: UnsafeRawBufferPointer, _ lit: StaticString) -> Bool {
+        guard p.count == lit.utf8CodeUnitCount else { return false }
+        let l = lit.utf8Start
+        for i in 0..<p.count where (p[i] | 0x20) != l[i] { return false }
+        return true
     }
 
     // MARK: - HTTP/2
@@ -303,7 +395,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSHandshakeFailed {
+            if settings.metricsEnabled { loop.metrics.tlsHandshake(failed: true) }
+            return
+        }
         if let done = event as? TLSHandshakeCompleted {
+            if settings.metricsEnabled { loop.metrics.tlsHandshake(failed: false) }
             sniCertificate = done.certificate
             if done.alpn == "h2" { switchToHTTP2(context: context, initial: nil) }
             return
@@ -427,6 +524,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func startExchange(headLength: Int) {
         let head = parser.head
         exchangeID &+= 1
+        record.begin(now: .now(), bytesIn: headLength)
+        responseStatus = 0
+        if logFields != nil { captureLogFields(head) }
         method = head.method
         clientHTTP11 = head.isHTTP11OrLater
         clientKeepAlive = !head.wantsClose
@@ -464,9 +564,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         let pool: BackendPool
         switch decision {
-        case .forward(let p)?:
+        case .forward(let p, let stat)?:
             pool = p
-        case .unavailable(let why)?:
+            record.stat = stat
+        case .unavailable(let why, let stat)?:
+            record.stat = stat
             inbound.moveReaderIndex(forwardBy: headLength)
             respondLocal(status: 503, detail: why, close: requestFraming != .none)
             return
@@ -479,11 +581,14 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             respondLocal(status: 400, detail: "the path climbs above the root or is too long", close: true)
             return
         }
-        guard let chosen = pool.next() else {
+        guard let index = pool.nextIndex() else {
             inbound.moveReaderIndex(forwardBy: headLength)
             respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)", close: requestFraming != .none)
             return
         }
+        let chosen = pool.endpoints[index]
+        record.endpoint = chosen
+        record.endpointID = pool.endpointIDs[index]
         let forwardFraming: HTTP1BodyFraming
         switch requestFraming {
         case .chunked: forwardFraming = .chunked
@@ -496,6 +601,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
                 upgrade: upgradeRequested, ids: &ids)
         }
+        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
         backend = pool
@@ -559,6 +665,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func attach(_ conn: UpstreamConnection, reused: Bool) {
+        if record.upstreamStart == nil { record.upstreamStart = .now() }
         upstream = conn
         upstreamReused = reused
         conn.attach(self, requestIsHead: method == .head)
@@ -581,6 +688,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func forwardRequestBody(_ slice: ByteBuffer) {
         guard let upstream, slice.readableBytes > 0 else { return }
+        record.bytesIn += slice.readableBytes
         bodyBytesSent = true
         requestHead = nil
         if requestFraming == .chunked {
@@ -609,6 +717,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 }
                 writeResponseHead(head, buffer: buffer, keepCL: false, chunked: false, connection: .upgrade)
                 responseStarted = true
+                record.upstreamStatus = 101
+                finishRecord(status: 101)
                 requestHead = nil
                 setPhase(.tunnel)
                 context.flush()
@@ -623,6 +733,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         informationalInProgress = false
         requestHead = nil
+        record.upstreamStatus = head.status
+        record.upstreamDone(now: .now())
+        responseStatus = head.status
         var keepCL = false
         var chunked = false
         switch head.framing {
@@ -646,10 +759,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
                                              connection: connection, extra: head.isInformational ? nil : hstsLine)
         }
+        record.bytesOut += out.readableBytes
         context.write(wrapOutboundOut(out), promise: nil)
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
+        record.bytesOut += body.readableBytes
         if responseChunked {
             var h = context.channel.allocator.buffer(capacity: 18)
             ForwardedHeads.writeChunkHeader(&h, size: body.readableBytes)
@@ -677,6 +792,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.write(wrapOutboundOut(last), promise: nil)
         }
         needsFlush = true
+        finishRecord(status: responseStatus)
         finishExchange()
     }
 
@@ -702,6 +818,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         guard let conn = upstream else { return }
         upstream = nil
         conn.close()
+        record.upstreamFailed = true
         if responseStarted {
             // A truncated response must not look complete: close without ending it.
             loop.logger.warning("response truncated", metadata: ["reason": "\(error)", "upstream": "\(conn.endpoint)"])
@@ -712,6 +829,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
            requestHead != nil, let endpoint {
             // A kept-alive connection the upstream closed as we reused it: replay once on a new one.
             retried = true
+            record.retried = true
+            record.upstreamFailed = false
             connect(to: endpoint)
             return
         }
@@ -721,6 +840,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func respondUpstreamFailure(_ error: UpstreamError) {
         upstream?.close()
         upstream = nil
+        record.upstreamFailed = true
         loop.logger.warning("upstream failure", metadata: [
             "status": "\(error.status)", "reason": "\(error)", "upstream": "\(endpoint?.description ?? "-")",
         ])
@@ -764,6 +884,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         let closing = close || closeAfterResponse || draining || (!requestDone && requestFraming != .none)
         let buf = LocalResponse.make(status: status, detail: detail, close: closing, headRequest: method == .head,
                                      server: settings.serverName, extraFields: extraFields, allocator: context.channel.allocator)
+        if !record.open {
+            // Refused before a head was complete (a parse error): still one request to count.
+            record.begin(now: headStartedAt ?? .now(), bytesIn: 0)
+            logFields?.reset()
+        }
+        record.bytesOut += buf.readableBytes
+        finishRecord(status: status)
         context.write(wrapOutboundOut(buf), promise: nil)
         needsFlush = true
         requestHead = nil
@@ -809,6 +936,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func forceClose() {
+        finishRecord(status: responseStarted ? responseStatus : 499)
         if let upstream {
             self.upstream = nil
             upstream.close()

@@ -28,7 +28,10 @@ public final class ProxyServer: Sendable {
             loops.append(EventLoopContext(eventLoop: el, config: config, settings: settings, logger: logger, listeners: listeners))
         }
         self.loops = loops
-        for l in loops { l.upstreams.start() }
+        for l in loops {
+            l.upstreams.start()
+            l.startAccounting()
+        }
     }
 
     private func context(for el: EventLoop) -> EventLoopContext {
@@ -83,8 +86,24 @@ public final class ProxyServer: Sendable {
         return bound!
     }
 
+    /// Every loop's counters, summed (each loop copies its own, on the loop).
+    public func collectCounters() async -> LoopMetrics.Counters {
+        var total = LoopMetrics.Counters()
+        for l in loops {
+            let c = try? await l.eventLoop.submit { () -> LoopMetrics.Counters in
+                var c = l.metrics.counters
+                c.downstreamConnections = l.registry.count
+                c.upstreamConnections = l.upstreams.openConnections
+                return c
+            }.get()
+            if let c { total.add(c) }
+        }
+        return total
+    }
+
     /// Graceful stop: close listeners, let requests in flight finish (bounded), close the rest.
     public func shutdown() async {
+        ProcessMetrics.shared.ready.store(false, ordering: .relaxed)
         let listeners = channels.withLock { c in
             let all = c
             c = []
@@ -105,6 +124,7 @@ public final class ProxyServer: Sendable {
             try? await l.eventLoop.submit {
                 l.registry.closeAll()
                 l.upstreams.closeAll()
+                l.accessLog?.flush()
             }.get()
         }
         try? await group.shutdownGracefully()

@@ -22,6 +22,10 @@ public struct ProxySettings: Sendable {
     public var drainTimeout: TimeAmount = .seconds(30)
     /// The value of the Server header on responses the proxy makes itself.
     public var serverName = "sluice"
+    /// Per-request metrics (counters and histograms per route); off only to measure their cost.
+    public var metricsEnabled = true
+    /// Where access log lines go; nil for none.
+    public var accessLog: AccessLogWriter? = nil
     /// HTTP/2 limits (streams, header list, windows, flood bounds).
     public var http2 = HTTP2Limits()
 

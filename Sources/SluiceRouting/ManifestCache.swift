@@ -27,6 +27,9 @@ public final class ManifestCache: @unchecked Sendable {
     /// Files whose current version has errors and which serve their last good version instead.
     public private(set) var filesOnLastGood: Set<String> = []
 
+    /// The rule files of the last load, sorted.
+    public var files: [String] { entries.keys.sorted() }
+
     public func load(directory: String) -> ManifestSet {
         var set = ManifestSet()
         var isDir: ObjCBool = false

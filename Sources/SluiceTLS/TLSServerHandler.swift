@@ -10,6 +10,11 @@ public struct TLSHandshakeCompleted: Sendable {
     public var certificate: ObjectIdentifier?
 }
 
+/// Sent up the pipeline when a handshake is refused or breaks (before the connection closes).
+public struct TLSHandshakeFailed: Sendable {
+    public init() {}
+}
+
 /// Server-side TLS for one connection: ciphertext below, plaintext above.
 ///
 /// States: handshaking → active → closing → closed. Plaintext written before the handshake ends
@@ -74,6 +79,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
                 // A refused or broken handshake: send the alert OpenSSL prepared, then close.
                 flushCiphertext(context: context)
                 state = .closed
+                context.fireUserInboundEventTriggered(TLSHandshakeFailed())
                 context.close(promise: nil)
                 return
             }

@@ -5,11 +5,22 @@ import Synchronization
 public final class BackendPool: Sendable, CustomStringConvertible {
     public let name: String
     public let endpoints: [Endpoint]
+    /// Numbers the application gave the endpoints (for per-endpoint counters), by position.
+    public let endpointIDs: [Int32]
     private let cursor = Atomic<UInt64>(0)
 
-    public init(name: String, endpoints: [Endpoint]) {
+    public init(name: String, endpoints: [Endpoint], endpointIDs: [Int32]? = nil) {
         self.name = name
         self.endpoints = endpoints
+        self.endpointIDs = endpointIDs ?? Array(repeating: -1, count: endpoints.count)
+    }
+
+    /// Round robin: the position of the next endpoint; nil when the pool has none.
+    public func nextIndex() -> Int? {
+        let n = endpoints.count
+        if n == 0 { return nil }
+        if n == 1 { return 0 }
+        return Int(cursor.wrappingAdd(1, ordering: .relaxed).oldValue % UInt64(n))
     }
 
     /// Round robin over the endpoints; nil when the pool has none.

@@ -32,6 +32,8 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     var lastActivity = NIODeadline.now()
     private var readPaused = false
     private var pendingRead = false
+    /// Told once when the connection closes (the pool's count of open connections).
+    var onClose: (() -> Void)? = nil
 
     public init(endpoint: Endpoint, limits: HTTP1Limits = .default) {
         self.endpoint = endpoint
@@ -204,6 +206,10 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        if let onClose {
+            self.onClose = nil
+            onClose()
+        }
         let wasTunnel = mode == .tunnel
         mode = .closed
         mustClose = true

@@ -20,6 +20,8 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     private var idle: [Endpoint: IdleStack] = [:]
     private var sweeper: RepeatedTask?
     private var closed = false
+    /// Upstream connections of this loop that are open (idle or busy).
+    public private(set) var openConnections = 0
 
     public init(eventLoop: EventLoop, connectTimeout: TimeAmount = .seconds(5), idleTimeout: TimeAmount = .seconds(30),
                 maxIdlePerEndpoint: Int = 1024, responseLimits: HTTP1Limits = .default) {
@@ -88,7 +90,10 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             }
             .connect(to: endpoint.address)
             .flatMapThrowing { channel in
-                try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                let conn = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                self.openConnections += 1
+                conn.onClose = { self.openConnections -= 1 }
+                return conn
             }
     }
 

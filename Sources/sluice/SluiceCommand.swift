@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SluiceAdmin
 import SluiceProxy
 import SluiceRouting
 import SluiceTLS
@@ -69,8 +70,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HTTPS listener (TLS 1.2/1.3; SNI picks the certificate).")
     var https: ListenAddress = ListenAddress(argument: "127.0.0.1:8443")!
 
-    @Option(help: "Admin listener (arrives with the admin interface).")
+    @Option(help: "Admin listener: /healthz, /readyz, /metrics, /routes, /upstreams, /config and a status page at /.")
     var admin: ListenAddress = ListenAddress(argument: "127.0.0.1:9901")!
+
+    @Flag(help: "Allow --admin on a non-loopback address (it has no authentication).")
+    var adminPublic = false
+
+    @Option(help: "Access log: stdout, off, or a file path (reopened on SIGUSR1).")
+    var accessLog: String = "off"
+
+    @Option(help: "Access log format: json or combined.")
+    var accessLogFormat: String = "json"
+
+    @Option(help: "Per-request metrics: on or off (off only to measure what they cost).")
+    var metrics: String = "on"
 
     @Option(help: "Event loops (worker threads); default: one per core.")
     var workers: Int = System.coreCount
@@ -124,6 +137,19 @@ struct Serve: AsyncParsableCommand {
         guard h2MaxConcurrentStreams > 0, h2MaxControlFrames > 0 else {
             throw ValidationError("--h2-max-concurrent-streams and --h2-max-control-frames must be positive")
         }
+        guard let format = AccessLogFormat(rawValue: accessLogFormat) else {
+            throw ValidationError("--access-log-format must be json or combined")
+        }
+        guard metrics == "on" || metrics == "off" else { throw ValidationError("--metrics must be on or off") }
+        settings.metricsEnabled = metrics == "on"
+        var logWriter: AccessLogWriter? = nil
+        switch accessLog {
+        case "off": break
+        case "stdout": logWriter = try AccessLogWriter(path: nil, format: format)
+        default:
+            do { logWriter = try AccessLogWriter(path: accessLog, format: format) } catch { throw ValidationError("\(error)") }
+        }
+        settings.accessLog = logWriter
         settings.http2.maxConcurrentStreams = h2MaxConcurrentStreams
         settings.http2.maxControlFramesPerSecond = h2MaxControlFrames
         // The HTTP/1.1 head limits bound HTTP/2 field sections too (431).
@@ -159,6 +185,24 @@ struct Serve: AsyncParsableCommand {
         let reloader = ReloadCoordinator(loader: loader, store: store, logger: logger) {
             server.pruneUpstreams()
             front.store.replace(store.snapshot.certificates)
+        }
+        let adminServer = AdminServer(server: server, reloader: reloader)
+        do {
+            let boundAdmin = try await adminServer.start(host: admin.host, port: admin.port, allowPublic: adminPublic)
+            say("sluice admin on \(boundAdmin)")
+        } catch let e as AdminError {
+            throw ValidationError(e.description)
+        }
+        ProcessMetrics.shared.ready.store(true, ordering: .relaxed)
+        if let logWriter {
+            let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+            signal(SIGUSR1, SIG_IGN)
+            usr1.setEventHandler {
+                logWriter.reopen()
+                logger.info("access log reopened", metadata: ["path": "\(logWriter.path ?? "stdout")"])
+            }
+            usr1.resume()
+            SignalSources.keep(usr1)
         }
         let watcher = DirectoryWatcher(roots: [rules.rules, rules.certs].filter { FileManager.default.fileExists(atPath: $0) },
                                        debounce: reloadDebounce / 1000) {
@@ -197,6 +241,7 @@ struct Serve: AsyncParsableCommand {
             logger.info("signal received: draining", metadata: ["signal": "\(sig)"])
             watcher.stop()
             await server.shutdown()
+            logWriter?.sync()
             logger.info("stopped")
             return
         }

@@ -44,7 +44,7 @@ struct HTTP2Tests {
               rules: [{host: h2.local, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: h2, port: {number: 80}}}}]}}]
             """
             try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
-            proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0",
+            proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0",
                                                     "--https", "127.0.0.1:0", "--drain-timeout", "10"] + extra)
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
             https = Int(try proxy.waitFor(#"serving https on \S*:(\d+)"#))!

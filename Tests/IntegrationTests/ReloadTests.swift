@@ -21,7 +21,7 @@ struct ReloadTests {
             try write(target: "blue")
             try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
             try services().write(toFile: dir + "/sub/services.yaml", atomically: false, encoding: .utf8)
-            proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2", "--log-level", "info"])
+            proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2", "--log-level", "info"])
             port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         }
 

@@ -64,7 +64,7 @@ struct RoutingEndToEndTests {
             "backends.yaml": ["shop", "api", "wild", "fallback"].map { backendYAML($0, port: port($0)) }.joined(),
             "nested/site.yaml": ingress,
         ])
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2"])
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2"])
         defer { proxy.stop() }
         let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         func backend(_ host: String, _ path: String) throws -> String {
@@ -112,7 +112,7 @@ struct RoutingEndToEndTests {
         let check = try run(Paths.sluice, ["check", "--rules", dir])
         #expect(check.status == 1)
         #expect(check.stdout.contains("bad.yaml:4: Ingress web/bad: spec.rules[0].http.paths[0].path: must not contain '//'"), "\(check.stdout)")
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
         defer { proxy.stop() }
         let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         #expect(proxy.output.contains("must not contain '//'"))
@@ -151,13 +151,13 @@ struct RoutingEndToEndTests {
             spec: {rules: [{host: ext.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: outside, port: {number: 80}}}}]}}]}
             """])
         // localhost resolves to loopback: refused unless allowed.
-        let refused = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
+        let refused = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0"])
         let p1 = Int(try refused.waitFor(#"serving http on \S*:(\d+)"#))!
         let r1 = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: ext.test", "http://127.0.0.1:\(p1)/"])
         #expect(r1.stdout == "503")
         #expect(refused.output.contains("resolves to local addresses only"))
         refused.stop()
-        let allowed = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0",
+        let allowed = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0",
                                                       "--allow-local-external-names", "--external-name-refresh", "1"])
         defer { allowed.stop() }
         let p2 = Int(try allowed.waitFor(#"serving http on \S*:(\d+)"#))!

@@ -124,7 +124,7 @@ final class Stack: @unchecked Sendable {
     /// Starts `names.count` echo backends; with `defaultBackend`, the proxy forwards everything to the first.
     init(backends names: [String] = ["a"], proxyArguments: [String] = [], defaultBackend: Bool = true) throws {
         for n in names { try startBackend(n) }
-        var args = ["serve", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--workers", "2", "--rules", emptyDirectory(), "--drain-timeout", "10"]
+        var args = ["serve", "--admin", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--workers", "2", "--rules", emptyDirectory(), "--drain-timeout", "10"]
         if defaultBackend, let first = backends.first { args += ["--default-backend", "127.0.0.1:\(first.port)"] }
         args += proxyArguments
         proxy = try ChildProcess(Paths.sluice, args)

@@ -45,7 +45,7 @@ struct UpstreamFaultTests {
         let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script.path])
         defer { backend.stop() }
         let port = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",
                                                     "--default-backend", "127.0.0.1:\(port)"])
         defer { proxy.stop() }
         let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
