@@ -11,7 +11,9 @@ let package = Package(
     name: "Sluice",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "sluice", targets: ["sluice"])
+        .executable(name: "sluice", targets: ["sluice"]),
+        // For benchmarks/micro (a separate package) only.
+        .library(name: "SluiceLibrary", targets: ["SluiceHTTP1", "SluiceRouting", "SluiceProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

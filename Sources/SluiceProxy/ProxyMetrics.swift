@@ -150,8 +150,10 @@ public final class LoopMetrics: @unchecked Sendable {
 
     public internal(set) var counters = Counters()
 
+    public init() {}
+
     /// One finished request.
-    func record(stat: Int32, status: Int, durationNanos: Int64, upstreamNanos: Int64, bytesIn: Int, bytesOut: Int, retried: Bool) {
+    public func record(stat: Int32, status: Int, durationNanos: Int64, upstreamNanos: Int64, bytesIn: Int, bytesOut: Int, retried: Bool) {
         let i = Int(stat)
         if i >= counters.series.count {
             counters.series += Array(repeating: Series(), count: i + 1 - counters.series.count)
