@@ -56,8 +56,8 @@ for threads in [1, 2] {
     measure("swift-prometheus 3 counters + 2 histograms (shared series)", operations: n * threads, threads: threads) { _ in
         for i in 0..<n {
             requests.increment()
-            bytesIn.increment(by: 80)
-            bytesOut.increment(by: 200)
+            bytesIn.increment(by: Int64(80))
+            bytesOut.increment(by: Int64(200))
             duration.record(Double(150_000 + (i & 1023) * 1000) / 1e9)
             upstream.record(0.000120)
         }
