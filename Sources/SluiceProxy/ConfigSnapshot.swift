@@ -54,9 +54,9 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
             pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints, endpointIDs: ids))
         }
         self.pools = pools
-        self.routeStats = table.routes.map { r in
-            registry.id(for: StatKey(host: r.host ?? "*", ingress: r.ingress, service: table.backends[r.backend].name))
-        }
+        self.routeStats = registry.ids(for: table.routes.map { r in
+            StatKey(host: r.host ?? "*", ingress: r.ingress, service: table.backends[r.backend].name)
+        })
         if let fallback {
             fallbackStat = registry.id(for: StatKey(host: "*", ingress: "--default-backend", service: fallback.name))
             for e in fallback.endpoints { _ = registry.id(for: EndpointKey(service: fallback.name, address: e.description)) }

@@ -59,6 +59,19 @@ public final class StatRegistry: Sendable {
         }
     }
 
+    /// Many at once under one lock (a configuration numbers all its routes together).
+    public func ids(for keys: [StatKey]) -> [Int32] {
+        state.withLock { s in
+            keys.map { key in
+                if let i = s.index[key] { return i }
+                let i = Int32(s.keys.count)
+                s.keys.append(key)
+                s.index[key] = i
+                return i
+            }
+        }
+    }
+
     public var keys: [StatKey] { state.withLock { $0.keys } }
     public var endpoints: [EndpointKey] { state.withLock { $0.endpoints } }
 }

@@ -87,8 +87,10 @@ public enum RouteCompiler {
         }
 
         mutating func run() {
-            let served = servedIngresses()
-            self.served = Set(served.map(\.meta.key))
+            let servedOrder = servedIngresses()
+            let ingresses = set.ingresses
+            self.served = Set(servedOrder.map { ingresses[$0].meta.key })
+            let served = servedOrder.lazy.map { ingresses[$0] }
             for ing in served {
                 var routesOfIngress: [Route] = []
                 for rule in ing.rules {
@@ -116,31 +118,36 @@ public enum RouteCompiler {
             }
         }
 
-        /// Ingresses of our class, oldest first (creationTimestamp, then namespace/name).
-        mutating func servedIngresses() -> [Ingress] {
+        /// Ingresses of our class, oldest first (creationTimestamp, then namespace/name), as
+        /// positions in `set.ingresses` (sorting the large structs themselves copied each one
+        /// many times).
+        mutating func servedIngresses() -> [Int] {
             var classes: [String: IngressClass] = [:]
             for c in set.ingressClasses { classes[c.meta.name] = c }
             let defaultClass = set.ingressClasses.first { $0.isDefault }
-            var out: [Ingress] = []
-            for ing in set.ingresses {
+            var out: [Int] = []
+            for (index, ing) in set.ingresses.enumerated() {
                 if let cls = ing.ingressClassName {
                     if cls == options.className || classes[cls]?.controller == options.controllerName {
-                        out.append(ing)
+                        out.append(index)
                     } else {
                         ignored.append("\(ing.label) (\(ing.meta.location.file):\(ing.meta.location.line)): class '\(cls)' is not served by Sluice")
                     }
                 } else if let d = defaultClass, d.controller != options.controllerName, d.meta.name != options.className {
                     ignored.append("\(ing.label): no class, and the default IngressClass '\(d.meta.name)' belongs to \(d.controller)")
                 } else if options.watchIngressWithoutClass {
-                    out.append(ing)
+                    out.append(index)
                 } else {
                     ignored.append("\(ing.label): no ingressClassName (serving class-less Ingresses is turned off)")
                 }
             }
-            return out.sorted { a, b in
-                if a.meta.creationTimestamp != b.meta.creationTimestamp { return a.meta.creationTimestamp < b.meta.creationTimestamp }
-                return a.meta.key < b.meta.key
-            }
+            // Sort keys are taken out once: comparing through the Ingresses themselves copied
+            // their metadata on every comparison.
+            let keys = out.map { (set.ingresses[$0].meta.creationTimestamp, set.ingresses[$0].meta.key, $0) }
+            return keys.sorted { a, b in
+                if a.0 != b.0 { return a.0 < b.0 }
+                return a.1 < b.1
+            }.map(\.2)
         }
 
         mutating func hostEntry(_ host: String?) -> Int32 {

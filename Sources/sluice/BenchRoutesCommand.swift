@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceProxy
 import SluiceRouting
 
 /// `sluice bench-routes`: generates N Ingresses over H hosts, then reports load + compile time
@@ -24,6 +25,9 @@ struct BenchRoutes: ParsableCommand {
     @Flag(help: "Only write the manifests; skip the measurements.")
     var writeOnly = false
 
+    @Option(help: "With --write: time this many reloads, each adding one Ingress to one file (no traffic).")
+    var reloads = 0
+
     func run() throws {
         let yaml = Self.generate(ingresses: ingresses, hosts: hosts, endpoint: endpoint)
         if let write {
@@ -35,6 +39,10 @@ struct BenchRoutes: ParsableCommand {
                 try part.write(toFile: write + "/generated-\(f).yaml", atomically: true, encoding: .utf8)
             }
             if writeOnly { return }
+            if reloads > 0 {
+                benchReloads(directory: write)
+                return
+            }
         }
         var loadTimes: [Double] = [], compileTimes: [Double] = []
         var compiled: CompiledRoutes? = nil
@@ -88,6 +96,31 @@ struct BenchRoutes: ParsableCommand {
         print(String(format: "load + compile: median %.1f ms", median(zip(loadTimes, compileTimes).map { $0 + $1 })))
         print(String(format: "lookup: %.1f ns (best of %d rounds of %d), %.1f M lookups/s, hit ratio %.2f",
                      best, rounds, lookups, 1000 / best, Double(hits) / Double(rounds * lookups)))
+    }
+
+    /// The reload pipeline alone: the phases `ConfigLoader` times, for a one-Ingress change.
+    func benchReloads(directory: String) {
+        let loader = ConfigLoader(rulesDirectory: directory, options: RoutingOptions(), fallback: nil)
+        _ = loader.load(generation: 1)
+        var rows: [(Double, Double, Double, Double)] = []
+        for r in 0..<reloads {
+            let file = directory + "/generated-\(r % max(1, files)).yaml"
+            let extra = "\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: added\(r), namespace: bench}\nspec:\n  ingressClassName: sluice\n  rules: [{host: added\(r).example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: svc1, port: {number: 80}}}}]}}]\n"
+            if let h = FileHandle(forWritingAtPath: file) {
+                h.seekToEndOfFile()
+                h.write(Data(extra.utf8))
+                h.closeFile()
+            }
+            let t0 = ContinuousClock.now
+            _ = loader.load(generation: r + 2)
+            let total = ContinuousClock.now - t0
+            let (l, c, sn) = loader.lastTimings.withLock { $0 }
+            func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+            rows.append((ms(total), ms(l), ms(c), ms(sn)))
+        }
+        func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+        print(String(format: "reload of %d Ingresses in %d files (one file changed): median total %.1f ms = load %.1f + compile %.1f + snapshot %.1f; max total %.1f ms",
+                     ingresses, files, median(rows.map(\.0)), median(rows.map(\.1)), median(rows.map(\.2)), median(rows.map(\.3)), rows.map(\.0).max() ?? 0))
     }
 
     /// Ingress i serves host (i % hosts) with three paths of its own; the first 50 hosts are wildcards.
