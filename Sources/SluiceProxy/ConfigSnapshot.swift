@@ -51,7 +51,9 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         for b in table.backends {
             let endpoints = b.addresses.compactMap { try? Endpoint(host: $0.ip, port: $0.port) }
             let ids = endpoints.map { registry.id(for: EndpointKey(service: b.name, address: $0.description)) }
-            pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints, endpointIDs: ids))
+            let weights = endpoints.map { b.policy.weights[$0.description] ?? 1 }
+            pools.append(endpoints.isEmpty ? nil : BackendPool(name: b.name, endpoints: endpoints, endpointIDs: ids,
+                                                               policy: Self.poolPolicy(b.policy), weights: weights))
         }
         self.pools = pools
         self.routeStats = registry.ids(for: table.routes.map { r in
@@ -63,6 +65,43 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         } else {
             fallbackStat = StatRegistry.unrouted
         }
+    }
+
+    /// The data plane's form of a backend's policy.
+    static func poolPolicy(_ p: BackendPolicy) -> PoolPolicy {
+        var o = PoolPolicy()
+        switch p.balance {
+        case .roundRobin: o.balance = .roundRobin
+        case .leastRequest: o.balance = .leastRequest
+        case .ewma: o.balance = .ewma
+        case .consistentHash(let key):
+            o.balance = .consistentHash
+            switch key {
+            case .clientIP: o.hashKey = .clientIP
+            case .header(let n): o.hashKey = .header(n)
+            case .cookie(let n): o.hashKey = .cookie(n)
+            }
+        }
+        o.affinityCookie = p.affinityCookie
+        o.retries = p.retries
+        func amount(_ s: Double?) -> TimeAmount? { s.map { .nanoseconds(Int64($0 * 1e9)) } }
+        o.connectTimeout = amount(p.connectTimeout)
+        o.readTimeout = amount(p.readTimeout)
+        o.sendTimeout = amount(p.sendTimeout)
+        o.maxConnectionsPerEndpoint = p.maxConnectionsPerEndpoint
+        o.maxPendingRequests = p.maxPendingRequests
+        return o
+    }
+
+    /// Active health checks the configuration asks for: (endpoint health, check) pairs.
+    public var healthChecks: [(EndpointHealth, BackendPolicy.HealthCheck)] {
+        var out: [(EndpointHealth, BackendPolicy.HealthCheck)] = []
+        var seen = Set<ObjectIdentifier>()
+        for (k, b) in table.backends.enumerated() {
+            guard let check = b.policy.health, let pool = pools[k] else { continue }
+            for h in pool.health where seen.insert(ObjectIdentifier(h)).inserted { out.append((h, check)) }
+        }
+        return out
     }
 
     /// The outcome of routing one request.

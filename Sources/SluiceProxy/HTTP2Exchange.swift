@@ -39,6 +39,18 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var endpoint: Endpoint? = nil
     private var reused = false
     private var retried = false
+    private var pool: BackendPool? = nil
+    private var endpointIndex = -1
+    private var attemptStarted = NIODeadline.uptimeNanoseconds(0)
+    private var triedMask: UInt64 = 0
+    private var attempts = 0
+    private var retriesDone = 0
+    private var countedAsRetry = false
+    private var waitingForConnection = false
+    private var hashKey: UInt64 = 0
+    private var affinityPreferred: Int? = nil
+    private var setCookie: String? = nil
+    private var lastFailure: UpstreamError? = nil
     private var bodySent = false
     private var requestDone = false
     private var responseStarted = false
@@ -123,24 +135,105 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 400, detail: "the path climbs above the root or is too long")
             return
         }
-        guard let index = pool.nextIndex() else {
-            respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)")
-            return
+        let poolPolicy = pool.policy
+        if poolPolicy.balance == .consistentHash || poolPolicy.affinityCookie != nil {
+            stream.headerBytes.withUnsafeBytes { p in
+                let fields: RequestKeys.Fields = { visit in
+                    for f in self.stream.fields where !visit(UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value])) { break }
+                }
+                hashKey = RequestKeys.hash(poolPolicy, clientIP: connection.client.ip, fields: fields)
+                if let name = poolPolicy.affinityCookie {
+                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool, cookieValue: v) }
+                }
+            }
         }
-        let chosen = pool.endpoints[index]
-        record.endpoint = chosen
-        record.endpointID = pool.endpointIDs[index]
         framing = requestFraming()
         var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.ids)
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.ids.last) }
         requestHead = out
-        endpoint = chosen
-        if let conn = loop.upstreams.acquire(chosen) {
-            attach(conn, reused: true)
-        } else {
-            connect(to: chosen)
+        self.pool = pool
+        loop.liveRequests += 1
+        startAttempt()
+    }
+
+    // MARK: - Attempts (as in ProxyConnectionHandler)
+
+    private func startAttempt() {
+        guard let pool else { return }
+        switch loop.choose(pool, hash: hashKey, preferred: affinityPreferred, excluding: triedMask) {
+        case .unavailable(let why):
+            if let lastFailure { respondUpstreamFailure(lastFailure) } else { respondLocal(status: 503, detail: why) }
+        case .endpoint(let i):
+            let chosen = pool.endpoints[i]
+            endpointIndex = i
+            endpoint = chosen
+            record.endpoint = chosen
+            record.endpointID = pool.endpointIDs[i]
+            if i < 64 { triedMask |= 1 << UInt64(i) }
+            attempts += 1
+            attemptStarted = .now()
+            pool.begin(loop: loop.index, i)
+            if let name = pool.policy.affinityCookie, affinityPreferred != i {
+                setCookie = "\(name)=\(RequestKeys.affinityValue(pool: pool, index: i)); Path=/; HttpOnly; SameSite=Lax"
+            } else {
+                setCookie = nil
+            }
+            if let conn = loop.upstreams.acquire(chosen) {
+                attach(conn, reused: true)
+            } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
+                endAttempt(.abandoned)
+                respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection")
+            } else {
+                pool.pending.wrappingAdd(1, ordering: .relaxed)
+                waitingForConnection = true
+                connect(to: chosen)
+            }
+        }
+    }
+
+    private func endAttempt(_ outcome: AttemptOutcome) {
+        guard endpointIndex >= 0, let pool else { return }
+        stopWaitingForConnection()
+        loop.endAttempt(pool, endpointIndex, outcome: outcome, started: attemptStarted)
+        endpointIndex = -1
+    }
+
+    private func stopWaitingForConnection() {
+        if waitingForConnection, let pool {
+            waitingForConnection = false
+            pool.pending.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
+    private func retry(after error: UpstreamError, replayable: Bool) -> Bool {
+        guard let pool, requestHead != nil, !bodySent, !responseStarted, state != .done else { return false }
+        let allowed = replayable ? attempts < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
+        guard allowed, loop.retryBudgetAllows else { return false }
+        if !replayable { retriesDone += 1 }
+        lastFailure = error
+        retried = true
+        record.retried = true
+        record.upstreamFailed = false
+        if !countedAsRetry {
+            countedAsRetry = true
+            loop.liveRetries += 1
+        }
+        if replayable && pool.endpoints.count == 1 && attempts == 1 { triedMask = 0 }
+        startAttempt()
+        return true
+    }
+
+    private func closeAttempts() {
+        endAttempt(.abandoned)
+        if pool != nil {
+            pool = nil
+            loop.liveRequests -= 1
+        }
+        if countedAsRetry {
+            countedAsRetry = false
+            loop.liveRetries -= 1
         }
     }
 
@@ -189,22 +282,30 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     private func connect(to endpoint: Endpoint) {
         state = .connecting
-        loop.upstreams.connect(endpoint).assumeIsolated().whenComplete { result in
+        let attempt = attempts
+        loop.upstreams.connect(endpoint, timeout: pool?.policy.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
-                guard self.state == .connecting else {
+                guard self.state == .connecting, self.attempts == attempt else {
                     self.loop.upstreams.release(conn)
                     return
                 }
+                self.stopWaitingForConnection()
                 self.attach(conn, reused: false)
                 self.connection.produceOutput()
             case .failure(let error):
-                guard self.state == .connecting else { return }
+                guard self.state == .connecting, self.attempts == attempt else { return }
                 let failure: UpstreamError
                 if let ce = error as? ChannelError, case .connectTimeout = ce {
                     failure = .connectTimeout
                 } else {
                     failure = .connectFailed("\(error)")
+                }
+                self.record.upstreamFailed = true
+                self.endAttempt(.gatewayFailure)
+                if self.retry(after: failure, replayable: true) {
+                    self.connection.produceOutput()
+                    return
                 }
                 self.respondUpstreamFailure(failure)
                 self.connection.produceOutput()
@@ -309,6 +410,14 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             // 1xx are not relayed over h2 (the final response follows).
             return
         }
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, let pool,
+           retriesDone < pool.policy.retries, idempotent, !bodySent, requestDone {
+            upstream = nil
+            conn.close()
+            endAttempt(.serverError)
+            record.upstreamStatus = head.status
+            if retry(after: .invalidResponse(HTTP1ParseError(.malformed, "gateway error from upstream")), replayable: false) { return }
+        }
         requestHead = nil
         record.upstreamStatus = head.status
         record.upstreamDone(now: .now())
@@ -325,9 +434,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case .chunked, .closeDelimited:
             responseHasBody = !isHead
         }
-        let block = buffer.withUnsafeReadableBytes { p in
+        var block = buffer.withUnsafeReadableBytes { p in
             ForwardedHeads.responseFields(head: head, bytes: p, keepContentLength: keepCL, extra: hsts)
         }
+        if let setCookie { block.add("set-cookie", setCookie) }
         responseStarted = true
         session?.respond(stream, headers: block, hasBody: responseHasBody)
     }
@@ -343,9 +453,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         if responseHasBody {
             session?.end(stream, trailers: trailers.map { ForwardedHeads.trailerFields($0) })
         }
+        endAttempt(responseStatus >= 500 ? .serverError : .success)
         finishUpstream()
         state = .done
         finishRecord(status: responseStatus)
+        closeAttempts()
         releaseWindowForDroppedBody()
         // The upstream forgot this exchange with its response: its read-complete will not reach us.
         connection.produceOutput()
@@ -369,6 +481,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         upstream = nil
         conn.close()
         record.upstreamFailed = true
+        endAttempt(.gatewayFailure)
         if responseStarted {
             // A truncated response must not look complete: the stream is reset, not ended.
             finishRecord(status: responseStatus)
@@ -378,13 +491,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             connection.produceOutput()
             return
         }
-        if case .closedBeforeResponse = error, reused, !retried, !bodySent, idempotent, requestHead != nil, let endpoint {
-            // A kept-alive connection the upstream closed as we reused it: replay once.
-            retried = true
-            record.retried = true
-            record.upstreamFailed = false
-            connect(to: endpoint)
-            return
+        if case .closedBeforeResponse = error, idempotent {
+            // The keep-alive race (a reused connection closed under us): safe to replay when
+            // idempotent; otherwise only what the policy's retries allow.
+            if retry(after: error, replayable: reused) { return }
         }
         respondUpstreamFailure(error)
         connection.produceOutput()
@@ -421,6 +531,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     /// The client reset the stream, or it completed.
     func streamClosed(errorCode: UInt32) {
+        defer { closeAttempts() }
         // Reset before the response completed: 499, as nginx logs a client that went away.
         finishRecord(status: responseStarted ? responseStatus : 499)
         if let conn = upstream {
@@ -446,9 +557,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             }
             return
         }
-        if let upstream, now - max(upstream.lastUpstreamActivity, lastClientData) >= loop.settings.upstreamReadTimeout {
+        if let upstream, now - max(upstream.lastUpstreamActivity, lastClientData) >= (pool?.policy.readTimeout ?? loop.settings.upstreamReadTimeout) {
             self.upstream = nil
             upstream.close()
+            record.upstreamFailed = true
+            endAttempt(.gatewayFailure)
+            if !responseStarted && retry(after: .readTimeout, replayable: false) { return }
             if responseStarted {
                 loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(upstream.endpoint)"])
                 abortStream()
@@ -495,6 +609,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     /// Answers the stream from the proxy itself.
     private func respondLocal(status: Int, detail: String, logged: Bool = false, location: String? = nil) {
+        defer { closeAttempts() }
         if !logged {
             let meta: Logger.Metadata = ["status": "\(status)", "reason": "\(detail)", "client": "\(String(decoding: connection.client.ip, as: UTF8.self))", "protocol": "h2"]
             if status >= 500 { loop.logger.warning("request failed", metadata: meta) } else { loop.logger.info("request refused", metadata: meta) }

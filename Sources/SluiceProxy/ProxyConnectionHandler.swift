@@ -18,8 +18,12 @@ final class EventLoopContext: @unchecked Sendable {
 
     let listeners: ListenerInfo
 
-    init(eventLoop: EventLoop, config: ConfigStore, settings: ProxySettings, logger: Logger, listeners: ListenerInfo) {
+    /// This loop's position among the workers (its slot in pools' per-loop state).
+    let index: Int
+
+    init(eventLoop: EventLoop, index: Int = 0, config: ConfigStore, settings: ProxySettings, logger: Logger, listeners: ListenerInfo) {
         self.eventLoop = eventLoop
+        self.index = index
         self.listeners = listeners
         self.config = config
         self.settings = settings
@@ -30,6 +34,45 @@ final class EventLoopContext: @unchecked Sendable {
         self.registry = ConnectionRegistry(eventLoop: eventLoop)
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 8)
         self.accessLog = settings.accessLog.map { AccessLogBuffer(writer: $0) }
+    }
+
+    // MARK: Retry budget
+
+    /// Requests in progress on this loop, and how many of them are retries: retries may be at
+    /// most a fifth of live requests (or 3), so a failing backend cannot cause a retry storm.
+    var liveRequests = 0
+    var liveRetries = 0
+
+    var retryBudgetAllows: Bool { liveRetries < max(3, liveRequests / 5) }
+
+    /// An attempt at a pool's endpoint ended: feeds load balancing and outlier detection, and
+    /// logs an ejection or a change of panic mode.
+    func endAttempt(_ pool: BackendPool, _ index: Int, outcome: AttemptOutcome, started: NIODeadline) {
+        let now = NIODeadline.now()
+        let wasPanicking = pool.panicking.load(ordering: .relaxed)
+        if pool.end(loop: self.index, index, outcome: outcome, latencyNanos: (now - started).nanoseconds, now: Int64(now.uptimeNanoseconds)) {
+            let h = pool.health[index]
+            logger.warning("endpoint ejected", metadata: [
+                "service": "\(pool.name)", "endpoint": "\(pool.endpoints[index])", "ejections": "\(h.ejections.load(ordering: .relaxed))",
+                "reason": "\(outcome == .serverError ? "consecutive 5xx" : "consecutive connect failures or resets")",
+            ])
+        }
+        _ = wasPanicking
+    }
+
+    /// Chooses an endpoint, logging when the pool enters or leaves panic mode.
+    func choose(_ pool: BackendPool, hash: UInt64, preferred: Int?, excluding: UInt64) -> BackendPool.Choice {
+        let was = pool.panicking.load(ordering: .relaxed)
+        let c = pool.choose(loop: index, hash: hash, preferred: preferred, excluding: excluding, now: Int64(NIODeadline.now().uptimeNanoseconds))
+        let now = pool.panicking.load(ordering: .relaxed)
+        if now != was {
+            if now {
+                logger.warning("fewer than half of the endpoints are available: spreading over all of them (panic mode)", metadata: ["service": "\(pool.name)"])
+            } else {
+                logger.info("panic mode over: enough endpoints are available again", metadata: ["service": "\(pool.name)"])
+            }
+        }
+        return c
     }
 
     // MARK: Accounting
@@ -207,6 +250,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var requestHead: ByteBuffer? = nil
     private var backend: BackendPool? = nil
     private var endpoint: Endpoint? = nil
+    /// The endpoint of the attempt in progress (position in `backend`), or -1.
+    private var endpointIndex = -1
+    private var attemptStarted = NIODeadline.uptimeNanoseconds(0)
+    private var triedMask: UInt64 = 0
+    private var attempts = 0
+    private var retriesDone = 0
+    private var countedAsRetry = false
+    private var waitingForConnection = false
+    private var hashKey: UInt64 = 0
+    private var affinityPreferred: Int? = nil
+    /// `set-cookie` (and HSTS) lines the response gets from the proxy.
+    private var extraResponseLines: [UInt8]? = nil
+    private var continueSent = false
+    private var lastFailure: UpstreamError? = nil
+    private var upstreamBlockedSince: NIODeadline? = nil
     private var upstream: UpstreamConnection? = nil
     private var upstreamReused = false
     private var retried = false
@@ -258,6 +316,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelInactive(context: ChannelHandlerContext) {
         // A client gone before its response completed: 499, as nginx logs it.
         finishRecord(status: responseStarted ? responseStatus : 499)
+        closeAttempts()
+        backend = nil
         loop.registry.remove(self)
         timer?.cancel()
         timer = nil
@@ -539,6 +599,15 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         bodyBytesSent = false
         retried = false
         informationalInProgress = false
+        endpointIndex = -1
+        triedMask = 0
+        attempts = 0
+        retriesDone = 0
+        continueSent = false
+        lastFailure = nil
+        affinityPreferred = nil
+        extraResponseLines = nil
+        upstreamBlockedSince = nil
         closeAfterResponse = draining || !clientKeepAlive
 
         if method == .connect {
@@ -581,14 +650,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             respondLocal(status: 400, detail: "the path climbs above the root or is too long", close: true)
             return
         }
-        guard let index = pool.nextIndex() else {
-            inbound.moveReaderIndex(forwardBy: headLength)
-            respondLocal(status: 503, detail: "no ready endpoint for \(pool.name)", close: requestFraming != .none)
-            return
+        let policy = pool.policy
+        if policy.balance == .consistentHash || policy.affinityCookie != nil {
+            inbound.withUnsafeReadableBytes { p in
+                let fields: RequestKeys.Fields = { visit in
+                    for f in head.fields where !visit(UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value])) { break }
+                }
+                hashKey = RequestKeys.hash(policy, clientIP: client.ip, fields: fields)
+                if let name = policy.affinityCookie {
+                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool, cookieValue: v) }
+                }
+            }
         }
-        let chosen = pool.endpoints[index]
-        record.endpoint = chosen
-        record.endpointID = pool.endpointIDs[index]
         let forwardFraming: HTTP1BodyFraming
         switch requestFraming {
         case .chunked: forwardFraming = .chunked
@@ -605,11 +678,103 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
         backend = pool
-        endpoint = chosen
-        if let conn = loop.upstreams.acquire(chosen) {
-            attach(conn, reused: true)
+        loop.liveRequests += 1
+        startAttempt()
+    }
+
+    // MARK: - Attempts
+
+    /// Chooses an endpoint (skipping those already tried) and sends the request to it.
+    private func startAttempt() {
+        guard let pool = backend else { return }
+        switch loop.choose(pool, hash: hashKey, preferred: affinityPreferred, excluding: triedMask) {
+        case .unavailable(let why):
+            if let lastFailure {
+                respondUpstreamFailure(lastFailure)
+            } else {
+                respondLocal(status: 503, detail: why, close: requestFraming != .none)
+            }
+        case .endpoint(let i):
+            let chosen = pool.endpoints[i]
+            endpointIndex = i
+            endpoint = chosen
+            record.endpoint = chosen
+            record.endpointID = pool.endpointIDs[i]
+            if i < 64 { triedMask |= 1 << UInt64(i) }
+            attempts += 1
+            attemptStarted = .now()
+            pool.begin(loop: loop.index, i)
+            if let name = pool.policy.affinityCookie, affinityPreferred != i {
+                extraResponseLines = Array("set-cookie: \(name)=\(RequestKeys.affinityValue(pool: pool, index: i)); Path=/; HttpOnly; SameSite=Lax\r\n".utf8)
+            } else {
+                extraResponseLines = nil
+            }
+            if let conn = loop.upstreams.acquire(chosen) {
+                attach(conn, reused: true)
+            } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
+                endAttempt(.abandoned)
+                respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection",
+                             close: requestFraming != .none)
+            } else {
+                pool.pending.wrappingAdd(1, ordering: .relaxed)
+                waitingForConnection = true
+                connect(to: chosen)
+            }
+        }
+    }
+
+    private func endAttempt(_ outcome: AttemptOutcome) {
+        guard endpointIndex >= 0, let pool = backend else { return }
+        stopWaitingForConnection()
+        loop.endAttempt(pool, endpointIndex, outcome: outcome, started: attemptStarted)
+        endpointIndex = -1
+    }
+
+    private func stopWaitingForConnection() {
+        if waitingForConnection, let pool = backend {
+            waitingForConnection = false
+            pool.pending.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// After a failed attempt: try another endpoint when that is safe and within the budget.
+    /// `replayable`: nothing reached the upstream (a connect failure, or a reused connection
+    /// that closed before reading), so any request may go again; otherwise only idempotent
+    /// requests without a body, and only as many times as `sluice.io/retries` allows.
+    private func retry(after error: UpstreamError, replayable: Bool) -> Bool {
+        guard let pool = backend, requestHead != nil, !bodyBytesSent, !responseStarted else { return false }
+        let allowed: Bool
+        if replayable {
+            allowed = attempts < min(pool.endpoints.count, 3) + 1
         } else {
-            connect(to: chosen)
+            allowed = method.isIdempotent && retriesDone < pool.policy.retries
+        }
+        guard allowed, loop.retryBudgetAllows else { return false }
+        if !replayable { retriesDone += 1 }
+        lastFailure = error
+        retried = true
+        record.retried = true
+        record.upstreamFailed = false
+        if !countedAsRetry {
+            countedAsRetry = true
+            loop.liveRetries += 1
+        }
+        // A single endpoint whose kept-alive connection was closed under us: a new connection
+        // to the same endpoint is the retry.
+        if replayable && pool.endpoints.count == 1 && attempts == 1 { triedMask = 0 }
+        startAttempt()
+        return true
+    }
+
+    /// The exchange is over: release what it held on the loop.
+    private func closeAttempts() {
+        endAttempt(.abandoned)
+        if backend != nil || countedAsRetry {
+            if backend != nil { loop.liveRequests -= 1 }
+            if countedAsRetry {
+                countedAsRetry = false
+                loop.liveRetries -= 1
+            }
         }
     }
 
@@ -641,25 +806,35 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func connect(to endpoint: Endpoint) {
         setPhase(.connecting)
         let id = exchangeID
-        loop.upstreams.connect(endpoint).assumeIsolated().whenComplete { result in
+        let attempt = attempts
+        loop.upstreams.connect(endpoint, timeout: backend?.policy.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
-                guard self.phase == .connecting, self.exchangeID == id else {
+                guard self.phase == .connecting, self.exchangeID == id, self.attempts == attempt else {
                     self.loop.upstreams.release(conn)
                     return
                 }
+                self.stopWaitingForConnection()
                 self.attach(conn, reused: false)
                 self.process()
                 self.flushIfNeeded()
             case .failure(let error):
-                guard self.phase == .connecting, self.exchangeID == id else { return }
+                guard self.phase == .connecting, self.exchangeID == id, self.attempts == attempt else { return }
                 let failure: UpstreamError
                 if let ce = error as? ChannelError, case .connectTimeout = ce {
                     failure = .connectTimeout
                 } else {
                     failure = .connectFailed("\(error)")
                 }
+                self.record.upstreamFailed = true
+                self.endAttempt(.gatewayFailure)
+                self.loop.logger.info("upstream connect failed", metadata: ["upstream": "\(endpoint)", "reason": "\(failure)"])
+                if self.retry(after: failure, replayable: true) {
+                    self.flushIfNeeded()
+                    return
+                }
                 self.respondUpstreamFailure(failure)
+                self.flushIfNeeded()
             }
         }
     }
@@ -675,7 +850,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             conn.flush()
         } else {
             needsUpstreamFlush = true
-            if expectsContinue {
+            if expectsContinue && !continueSent {
+                continueSent = true
                 // Our own 100 Continue (Expect is not forwarded): the client may send the body now.
                 var c = context.channel.allocator.buffer(capacity: 25)
                 c.writeStaticString(LocalResponse.continue100)
@@ -732,6 +908,16 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         informationalInProgress = false
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, let pool = backend,
+           retriesDone < pool.policy.retries, method.isIdempotent, !bodyBytesSent, requestDone {
+            // The upstream's own gateway error, and the policy allows another endpoint: this
+            // response is dropped (its connection closed) and the request goes elsewhere.
+            upstream = nil
+            conn.close()
+            endAttempt(.serverError)
+            record.upstreamStatus = head.status
+            if retry(after: .invalidResponse(HTTP1ParseError(.malformed, "gateway error from upstream")), replayable: false) { return }
+        }
         requestHead = nil
         record.upstreamStatus = head.status
         record.upstreamDone(now: .now())
@@ -757,10 +943,20 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         var out = context.channel.allocator.buffer(capacity: head.headLength + 64)
         buffer.withUnsafeReadableBytes { p in
             ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
-                                             connection: connection, extra: head.isInformational ? nil : hstsLine)
+                                             connection: connection, extra: head.isInformational ? nil : responseExtra)
         }
         record.bytesOut += out.readableBytes
         context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    /// The proxy's own response lines: HSTS and the affinity cookie.
+    private var responseExtra: [UInt8]? {
+        switch (hstsLine, extraResponseLines) {
+        case (nil, nil): return nil
+        case (let h?, nil): return h
+        case (nil, let e?): return e
+        case (let h?, let e?): return h + e
+        }
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
@@ -792,6 +988,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.write(wrapOutboundOut(last), promise: nil)
         }
         needsFlush = true
+        endAttempt(responseStatus >= 500 ? .serverError : .success)
         finishRecord(status: responseStatus)
         finishExchange()
     }
@@ -806,6 +1003,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
+        upstreamBlockedSince = isWritable ? nil : (upstreamBlockedSince ?? .now())
         updateReadPause(upstreamWritable: isWritable)
     }
 
@@ -819,20 +1017,17 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         upstream = nil
         conn.close()
         record.upstreamFailed = true
+        endAttempt(.gatewayFailure)
         if responseStarted {
             // A truncated response must not look complete: close without ending it.
             loop.logger.warning("response truncated", metadata: ["reason": "\(error)", "upstream": "\(conn.endpoint)"])
             forceClose()
             return
         }
-        if case .closedBeforeResponse = error, upstreamReused, !retried, !bodyBytesSent, method.isIdempotent,
-           requestHead != nil, let endpoint {
-            // A kept-alive connection the upstream closed as we reused it: replay once on a new one.
-            retried = true
-            record.retried = true
-            record.upstreamFailed = false
-            connect(to: endpoint)
-            return
+        if case .closedBeforeResponse = error, method.isIdempotent {
+            // A kept-alive connection the upstream closed as we reused it (the keep-alive race):
+            // safe to replay when the method is idempotent (the upstream may have read it).
+            if retry(after: error, replayable: upstreamReused) { return }
         }
         respondUpstreamFailure(error)
     }
@@ -850,6 +1045,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     // MARK: - Ending exchanges
 
     private func finishExchange() {
+        closeAttempts()
         if let conn = upstream {
             upstream = nil
             if requestDone { loop.upstreams.release(conn) } else { conn.close() }
@@ -891,6 +1087,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         record.bytesOut += buf.readableBytes
         finishRecord(status: status)
+        closeAttempts()
+        backend = nil
         context.write(wrapOutboundOut(buf), promise: nil)
         needsFlush = true
         requestHead = nil
@@ -937,6 +1135,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func forceClose() {
         finishRecord(status: responseStarted ? responseStatus : 499)
+        closeAttempts()
+        backend = nil
         if let upstream {
             self.upstream = nil
             upstream.close()
@@ -1008,11 +1208,14 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             if now - lastClientActivity >= settings.clientBodyTimeout && !requestDone {
                 loop.logger.info("client body timeout", metadata: ["client": "\(String(decoding: client.ip, as: UTF8.self))"])
                 if responseStarted { forceClose() } else { respondLocal(status: 408, detail: "request body not received in time", close: true) }
-            } else if let upstream, now - max(upstream.lastUpstreamActivity, lastClientActivity) >= settings.upstreamReadTimeout {
+            } else if let since = upstreamBlockedSince, now - since >= (backend?.policy.sendTimeout ?? settings.upstreamReadTimeout) {
+                loop.logger.info("upstream send timeout", metadata: ["upstream": "\(endpoint?.description ?? "-")"])
+                upstreamTimedOut()
+            } else if let upstream, now - max(upstream.lastUpstreamActivity, lastClientActivity) >= readTimeout {
                 upstreamTimedOut()
             }
         case .requestComplete:
-            if let upstream, now - upstream.lastUpstreamActivity >= settings.upstreamReadTimeout {
+            if let upstream, now - upstream.lastUpstreamActivity >= readTimeout {
                 upstreamTimedOut()
             }
         case .tunnel, .closing:
@@ -1020,10 +1223,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    private var readTimeout: TimeAmount { backend?.policy.readTimeout ?? settings.upstreamReadTimeout }
+
     private func upstreamTimedOut() {
         guard let conn = upstream else { return }
         upstream = nil
         conn.close()
+        record.upstreamFailed = true
+        endAttempt(.gatewayFailure)
+        if !responseStarted && retry(after: .readTimeout, replayable: false) {
+            flushIfNeeded()
+            return
+        }
         if responseStarted {
             loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(conn.endpoint)"])
             forceClose()

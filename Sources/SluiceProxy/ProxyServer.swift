@@ -24,10 +24,17 @@ public final class ProxyServer: Sendable {
         self.settings = settings
         self.logger = logger
         var loops: [EventLoopContext] = []
-        for el in group.makeIterator() {
-            loops.append(EventLoopContext(eventLoop: el, config: config, settings: settings, logger: logger, listeners: listeners))
+        for (i, el) in group.makeIterator().enumerated() {
+            loops.append(EventLoopContext(eventLoop: el, index: i, config: config, settings: settings, logger: logger, listeners: listeners))
         }
         self.loops = loops
+        self.healthChecker = HealthChecker(group: group) { health, healthy in
+            if healthy {
+                logger.info("endpoint healthy again", metadata: ["service": "\(health.service)", "endpoint": "\(health.endpoint)"])
+            } else {
+                logger.warning("endpoint failed its health checks", metadata: ["service": "\(health.service)", "endpoint": "\(health.endpoint)"])
+            }
+        }
         for l in loops {
             l.upstreams.start()
             l.startAccounting()
@@ -128,6 +135,19 @@ public final class ProxyServer: Sendable {
             }.get()
         }
         try? await group.shutdownGracefully()
+    }
+
+    /// Active health checks, reconciled with the configuration after every reload.
+    public let healthChecker: HealthChecker
+
+    /// Starts and stops health checks to match the current configuration.
+    public func applyHealthChecks() {
+        let wanted = config.snapshot.healthChecks.map { (h, c) in
+            (h, HealthChecker.Config(path: c.path, interval: .nanoseconds(Int64(c.interval * 1e9)), timeout: .nanoseconds(Int64(c.timeout * 1e9)),
+                                     healthyThreshold: c.healthyThreshold, unhealthyThreshold: c.unhealthyThreshold,
+                                     host: h.service.split(separator: ":").first.map { String($0.split(separator: "/").last ?? "") } ?? "localhost"))
+        }
+        healthChecker.reconcile(wanted)
     }
 
     /// Closes idle upstream connections to endpoints the current configuration no longer uses.

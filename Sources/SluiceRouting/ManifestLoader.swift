@@ -147,12 +147,18 @@ struct ManifestDecoder {
         guard let objMeta = decodeMeta(doc, m) else { return }
         switch kind {
         case "Ingress":
-            if let i = decodeIngress(m, objMeta), !objectHasError { set.ingresses.append(i) }
+            if var i = decodeIngress(m, objMeta) {
+                i.policy = decodePolicy(m, isIngress: true)
+                if !objectHasError { set.ingresses.append(i) }
+            }
         case "IngressClass":
             let controller = m["spec"]?.mapping?["controller"]?.string ?? ""
             set.ingressClasses.append(IngressClass(meta: objMeta, controller: controller))
         case "Service":
-            if let s = decodeService(m, objMeta), !objectHasError { set.services.append(s) }
+            if var s = decodeService(m, objMeta) {
+                s.policy = decodePolicy(m, isIngress: false)
+                if !objectHasError { set.services.append(s) }
+            }
         case "EndpointSlice":
             if let e = decodeEndpointSlice(m, objMeta), !objectHasError { set.endpoints.append(e) }
         case "Endpoints":
@@ -162,6 +168,21 @@ struct ManifestDecoder {
         default:
             break
         }
+    }
+
+    /// The load-balancing, health, retry, timeout and circuit-breaking annotations, typed; a bad
+    /// value is an error on its own line.
+    mutating func decodePolicy(_ m: Node.Mapping, isIngress: Bool) -> PolicyOverrides {
+        guard let annotations = m["metadata"]?.mapping?["annotations"]?.mapping else { return PolicyOverrides() }
+        var list: [(key: String, value: String, line: Int)] = []
+        for (k, v) in annotations {
+            guard let key = k.string else { continue }
+            list.append((key, v.string ?? "", k.mark?.line ?? 0))
+        }
+        var found: [(Int, String, String)] = []
+        let o = PolicyOverrides.parse(list, isIngress: isIngress) { found.append(($0, $1, $2)) }
+        for (line, field, message) in found { problem(nil, field, message, line: line) }
+        return o
     }
 
     func expectedVersion(_ kind: String) -> String {

@@ -70,6 +70,8 @@ public struct Ingress: Sendable, Equatable {
     public var defaultBackend: IngressBackendSpec?
     public var tls: [IngressTLS]
     public var rules: [IngressRule]
+    /// What its annotations say about its backends (load balancing, retries, timeouts …).
+    public var policy = PolicyOverrides()
 
     public var label: String { "Ingress \(meta.key)" }
 }
@@ -91,6 +93,7 @@ public struct Service: Sendable, Equatable {
     public var type: String
     public var ports: [ServicePort]
     public var externalName: String?
+    public var policy = PolicyOverrides()
 
     public var label: String { "Service \(meta.key)" }
 }

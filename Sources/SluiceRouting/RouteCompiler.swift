@@ -74,7 +74,15 @@ public enum RouteCompiler {
         var certificates: [TLSCertificateSource] = []
         var usesExternalNames = false
         var served = Set<String>()
-        var backendIndex: [String: Int] = [:]
+        /// One backend per Service port and policy: two Ingresses that balance the same Service
+        /// differently get two pools (over the same endpoints).
+        struct BackendKey: Hashable {
+            var name: String
+            var policy: BackendPolicy
+        }
+        var backendIndex: [BackendKey: Int] = [:]
+        /// The policy `resolve` is working with (set per call).
+        var currentPolicy = BackendPolicy()
         var hostEntries: [String: Int32] = [:]
         var services: [String: Service] = [:]
         var endpointSets: [String: [EndpointSet]] = [:]
@@ -220,7 +228,8 @@ public enum RouteCompiler {
             let svcName = b.serviceName ?? ""
             let portRef = b.servicePort ?? .number(0)
             let key = "\(ns)/\(svcName):\(portRef)"
-            if let i = backendIndex[key] { return i }
+            currentPolicy = PolicyOverrides.effective(service: services["\(ns)/\(svcName)"]?.policy, ingress: ing.policy)
+            if let i = backendIndex[BackendKey(name: key, policy: currentPolicy)] { return i }
             guard let svc = services["\(ns)/\(svcName)"] else {
                 return addBackend(key: key, addresses: [], problem: "Service \(ns)/\(svcName) not found", report: (ing, b, .error))
             }
@@ -280,13 +289,16 @@ public enum RouteCompiler {
 
         mutating func addBackend(key: String, addresses: [BackendTarget.Address], problem: String?,
                                  report: (Ingress, IngressBackendSpec, ConfigProblem.Severity)?) -> Int {
+            let policy = currentPolicy
+            currentPolicy = BackendPolicy()
             if let (ing, b, severity) = report, let problem {
                 problems.append(ConfigProblem(severity, file: ing.meta.location.file, line: b.line, object: ing.label,
                                               field: b.field + (b.resource == nil ? ".service" : ".resource"), message: problem))
             }
-            if let i = backendIndex[key] { return i }
-            table.backends.append(BackendTarget(name: key, addresses: addresses, problem: problem))
-            backendIndex[key] = table.backends.count - 1
+            let k = BackendKey(name: key, policy: policy)
+            if let i = backendIndex[k] { return i }
+            table.backends.append(BackendTarget(name: key, addresses: addresses, problem: problem, policy: policy))
+            backendIndex[k] = table.backends.count - 1
             return table.backends.count - 1
         }
 

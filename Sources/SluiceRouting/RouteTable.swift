@@ -17,6 +17,8 @@ public struct BackendTarget: Sendable, Equatable {
     public var addresses: [Address]
     /// Why there are no addresses (a missing Service or no ready endpoint): the proxy answers 503.
     public var problem: String?
+    /// Load balancing, health checks, retries, timeouts and limits for this backend.
+    public var policy = BackendPolicy()
 }
 
 /// One (host, path, type) rule of one Ingress.

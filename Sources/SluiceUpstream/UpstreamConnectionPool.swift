@@ -77,10 +77,10 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     }
 
     /// Opens a new connection to `endpoint` on this pool's event loop.
-    public func connect(_ endpoint: Endpoint) -> EventLoopFuture<UpstreamConnection> {
+    public func connect(_ endpoint: Endpoint, timeout: TimeAmount? = nil) -> EventLoopFuture<UpstreamConnection> {
         let limits = responseLimits
         return ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
+            .connectTimeout(timeout ?? connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: true)
             .channelInitializer { channel in

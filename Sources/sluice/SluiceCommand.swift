@@ -182,8 +182,10 @@ struct Serve: AsyncParsableCommand {
         say("sluice serving http on \(bound) with \(workers) worker(s)")
         say("sluice serving https on \(boundTLS)")
 
+        server.applyHealthChecks()
         let reloader = ReloadCoordinator(loader: loader, store: store, logger: logger) {
             server.pruneUpstreams()
+            server.applyHealthChecks()
             front.store.replace(store.snapshot.certificates)
         }
         let adminServer = AdminServer(server: server, reloader: reloader)
