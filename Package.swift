@@ -128,6 +128,10 @@ let package = Package(
             dependencies: ["SluiceHTTP2", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "SluiceUpstreamTests",
+            dependencies: ["SluiceUpstream", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "SluiceRoutingTests",
             dependencies: ["SluiceRouting"]
         ),
