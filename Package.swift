@@ -81,6 +81,7 @@ let package = Package(
             name: "SluiceAdmin",
             dependencies: [
                 "SluiceProxy",
+                "SluiceUpstream",
                 "SluiceHTTP1",
                 "SluiceRouting",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,6 +1,8 @@
 import Atomics
 import Foundation
+import Dispatch
 import SluiceProxy
+import SluiceUpstream
 import SluiceRouting
 
 /// What each admin path answers. Everything is computed per request from the current snapshot
@@ -68,12 +70,20 @@ struct AdminEndpoints: Sendable {
         var address: String
         /// Ready in the configuration (EndpointSlice `ready`, or listed in Endpoints).
         var ready: Bool
+        /// Passes its active health checks (true when it has none).
+        var healthy: Bool
+        /// Out of rotation by passive outlier detection right now.
+        var ejected: Bool
+        var ejections: Int
+        var inFlight: Int
         var requests: Int
         var failures: Int
     }
 
     struct ServiceJSON: Encodable {
         var name: String
+        /// Load balancing, retries, timeouts, limits, health checks (empty: the defaults).
+        var policy: String
         var endpoints: [EndpointJSON]
         var problem: String?
         var requests: Int
@@ -100,20 +110,24 @@ struct AdminEndpoints: Sendable {
             for c in 0..<5 { v[c] += counters.series[i].byClass[c] }
             perService[key.service] = v
         }
-        var services: [(String, [String], String?)] = snap.table.backends.map { b in
-            (b.name, b.addresses.map { "\($0.ip):\($0.port)" }, b.problem)
+        var services: [(String, [String], String?, String)] = snap.table.backends.map { b in
+            (b.name, b.addresses.map { "\($0.ip):\($0.port)" }, b.problem, b.policy.description)
         }
-        if let f = snap.fallback { services.append((f.name, f.endpoints.map(\.description), nil)) }
+        if let f = snap.fallback { services.append((f.name, f.endpoints.map(\.description), nil, "")) }
+        let now = Int64(DispatchTime.now().uptimeNanoseconds)
         var seen = Set<String>()
         var out: [ServiceJSON] = []
-        for (name, addresses, problem) in services where seen.insert(name).inserted {
+        for (name, addresses, problem, policy) in services where seen.insert(name).inserted {
             let eps = addresses.map { a -> EndpointJSON in
                 let i = endpointIndex[EndpointKey(service: name, address: a)]
                 let s = i.flatMap { $0 < counters.endpoints.count ? counters.endpoints[$0] : nil }
-                return EndpointJSON(address: a, ready: true, requests: s?.requests ?? 0, failures: s?.failures ?? 0)
+                let h = (try? Endpoint(parsing: a)).map { HealthRegistry.shared.health(service: name, endpoint: $0) }
+                return EndpointJSON(address: a, ready: true, healthy: h?.isActiveHealthy ?? true, ejected: h?.isEjected(now: now) ?? false,
+                                    ejections: h?.ejections.load(ordering: .relaxed) ?? 0, inFlight: h?.inFlight.load(ordering: .relaxed) ?? 0,
+                                    requests: s?.requests ?? 0, failures: s?.failures ?? 0)
             }
             let v = perService[name] ?? [0, 0, 0, 0, 0]
-            out.append(ServiceJSON(name: name, endpoints: eps, problem: problem, requests: v.reduce(0, +), errors: v[4],
+            out.append(ServiceJSON(name: name, policy: policy, endpoints: eps, problem: problem, requests: v.reduce(0, +), errors: v[4],
                                    byClass: ["1xx": v[0], "2xx": v[1], "3xx": v[2], "4xx": v[3], "5xx": v[4]]))
         }
         return UpstreamsJSON(generation: snap.generation, time: Date().timeIntervalSince1970, services: out)

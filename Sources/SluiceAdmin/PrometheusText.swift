@@ -1,6 +1,8 @@
 import Atomics
 import Foundation
 import SluiceProxy
+import SluiceUpstream
+import Dispatch
 
 /// Renders the counters in the Prometheus text exposition format (version 0.0.4).
 enum PrometheusText {
@@ -80,6 +82,21 @@ enum PrometheusText {
                 out += "sluice_endpoint_ready\(labels([("service", b.name), ("endpoint", "\(a.ip):\(a.port)")])) 1\n"
             }
         }
+
+        let now = Int64(DispatchTime.now().uptimeNanoseconds)
+        var seenHealth = Set<ObjectIdentifier>()
+        var health: [(String, EndpointHealth)] = []
+        for pool in snapshot.pools.compactMap({ $0 }) + (snapshot.fallback.map { [$0] } ?? []) {
+            for h in pool.health where seenHealth.insert(ObjectIdentifier(h)).inserted {
+                health.append((labels([("service", h.service), ("endpoint", h.endpoint.description)]), h))
+            }
+        }
+        family("sluice_endpoint_healthy", "gauge", "1 when the endpoint passes its active health checks (or has none) and is not ejected.")
+        for (l, h) in health { out += "sluice_endpoint_healthy\(l) \(h.isAvailable(now: now) ? 1 : 0)\n" }
+        family("sluice_endpoint_ejections_total", "counter", "Passive outlier ejections of each endpoint.")
+        for (l, h) in health { out += "sluice_endpoint_ejections_total\(l) \(h.ejections.load(ordering: .relaxed))\n" }
+        family("sluice_circuit_breaker_rejections_total", "counter", "Requests answered 503 because a circuit was open.")
+        out += "sluice_circuit_breaker_rejections_total \(c.circuitRejections)\n"
 
         family("sluice_config_generation", "gauge", "Generation of the configuration being served.")
         out += "sluice_config_generation \(snapshot.generation)\n"

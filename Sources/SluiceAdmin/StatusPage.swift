@@ -97,6 +97,8 @@ async function refreshUpstreams() {
       cell(row, s.name);
       cell(row, e ? e.address : "—");
       if (!e) cell(row, s.problem || "no endpoint", "bad");
+      else if (e.ejected) cell(row, "ejected (" + e.ejections + ")", "bad");
+      else if (!e.healthy) cell(row, "failing health checks", "bad");
       else cell(row, e.ready ? "ready" : "not ready", e.ready ? "ok" : "bad");
       cell(row, e ? e.requests : 0); cell(row, e ? e.failures : 0, e && e.failures ? "bad" : "");
       cell(row, rps.toFixed(1)); cell(row, err.toFixed(1), err > 0 ? "bad" : "");

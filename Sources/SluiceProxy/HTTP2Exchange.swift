@@ -183,6 +183,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             if let conn = loop.upstreams.acquire(chosen) {
                 attach(conn, reused: true)
             } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
+                loop.metrics.circuitRejection()
                 endAttempt(.abandoned)
                 respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection")
             } else {
@@ -210,7 +211,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private func retry(after error: UpstreamError, replayable: Bool) -> Bool {
         guard let pool, requestHead != nil, !bodySent, !responseStarted, state != .done else { return false }
         let allowed = replayable ? attempts < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
-        guard allowed, loop.retryBudgetAllows else { return false }
+        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
+        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
+        guard allowed, replayable || loop.retryBudgetAllows else { return false }
         if !replayable { retriesDone += 1 }
         lastFailure = error
         retried = true
@@ -494,7 +497,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         if case .closedBeforeResponse = error, idempotent {
             // The keep-alive race (a reused connection closed under us): safe to replay when
             // idempotent; otherwise only what the policy's retries allow.
-            if retry(after: error, replayable: reused) { return }
+            if retry(after: error, replayable: true) { return }
         }
         respondUpstreamFailure(error)
         connection.produceOutput()

@@ -38,8 +38,9 @@ final class EventLoopContext: @unchecked Sendable {
 
     // MARK: Retry budget
 
-    /// Requests in progress on this loop, and how many of them are retries: retries may be at
-    /// most a fifth of live requests (or 3), so a failing backend cannot cause a retry storm.
+    /// Requests in progress on this loop, and how many of them are retries: retries of 5xx and
+    /// timeouts may be at most a fifth of live requests (or 3), so a failing backend cannot
+    /// cause a retry storm.
     var liveRequests = 0
     var liveRetries = 0
 
@@ -49,7 +50,10 @@ final class EventLoopContext: @unchecked Sendable {
     /// logs an ejection or a change of panic mode.
     func endAttempt(_ pool: BackendPool, _ index: Int, outcome: AttemptOutcome, started: NIODeadline) {
         let now = NIODeadline.now()
-        let wasPanicking = pool.panicking.load(ordering: .relaxed)
+        if settings.metricsEnabled, pool.endpointIDs[index] >= 0 {
+            // Every attempt counts for its endpoint (a retried request counts at each).
+            metrics.recordEndpoint(pool.endpointIDs[index], failed: outcome == .gatewayFailure || outcome == .serverError)
+        }
         if pool.end(loop: self.index, index, outcome: outcome, latencyNanos: (now - started).nanoseconds, now: Int64(now.uptimeNanoseconds)) {
             let h = pool.health[index]
             logger.warning("endpoint ejected", metadata: [
@@ -57,13 +61,13 @@ final class EventLoopContext: @unchecked Sendable {
                 "reason": "\(outcome == .serverError ? "consecutive 5xx" : "consecutive connect failures or resets")",
             ])
         }
-        _ = wasPanicking
     }
 
     /// Chooses an endpoint, logging when the pool enters or leaves panic mode.
     func choose(_ pool: BackendPool, hash: UInt64, preferred: Int?, excluding: UInt64) -> BackendPool.Choice {
         let was = pool.panicking.load(ordering: .relaxed)
         let c = pool.choose(loop: index, hash: hash, preferred: preferred, excluding: excluding, now: Int64(NIODeadline.now().uptimeNanoseconds))
+        if case .unavailable(let why) = c, why.hasPrefix("circuit open") { metrics.circuitRejection() }
         let now = pool.panicking.load(ordering: .relaxed)
         if now != was {
             if now {
@@ -99,7 +103,6 @@ final class EventLoopContext: @unchecked Sendable {
         if settings.metricsEnabled {
             metrics.record(stat: r.stat, status: status, durationNanos: (now - r.start).nanoseconds, upstreamNanos: r.upstreamNanos,
                            bytesIn: r.bytesIn, bytesOut: r.bytesOut, retried: r.retried)
-            if r.endpointID >= 0 { metrics.recordEndpoint(r.endpointID, failed: r.upstreamFailed) }
         }
         if let accessLog, let fields {
             accessLog.append(r, fields: fields, status: status, client: client, route: routeName(r.stat), now: now)
@@ -712,6 +715,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             if let conn = loop.upstreams.acquire(chosen) {
                 attach(conn, reused: true)
             } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
+                loop.metrics.circuitRejection()
                 endAttempt(.abandoned)
                 respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection",
                              close: requestFraming != .none)
@@ -749,7 +753,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         } else {
             allowed = method.isIdempotent && retriesDone < pool.policy.retries
         }
-        guard allowed, loop.retryBudgetAllows else { return false }
+        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
+        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
+        guard allowed, replayable || loop.retryBudgetAllows else { return false }
         if !replayable { retriesDone += 1 }
         lastFailure = error
         retried = true
@@ -1025,9 +1031,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         if case .closedBeforeResponse = error, method.isIdempotent {
-            // A kept-alive connection the upstream closed as we reused it (the keep-alive race):
-            // safe to replay when the method is idempotent (the upstream may have read it).
-            if retry(after: error, replayable: upstreamReused) { return }
+            // Closed or reset before any response byte (the keep-alive race, or a backend that
+            // died): safe to replay on another endpoint when the method is idempotent.
+            if retry(after: error, replayable: true) { return }
         }
         respondUpstreamFailure(error)
     }

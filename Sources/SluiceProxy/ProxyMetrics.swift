@@ -145,6 +145,7 @@ public final class LoopMetrics: @unchecked Sendable {
         public var tlsHandshakes = 0
         public var tlsFailures = 0
         public var h2Connections = 0
+        public var circuitRejections = 0
         public var downstreamConnections = 0
         public var upstreamConnections = 0
 
@@ -156,6 +157,7 @@ public final class LoopMetrics: @unchecked Sendable {
             tlsHandshakes += o.tlsHandshakes
             tlsFailures += o.tlsFailures
             h2Connections += o.h2Connections
+            circuitRejections += o.circuitRejections
             downstreamConnections += o.downstreamConnections
             upstreamConnections += o.upstreamConnections
         }
@@ -194,6 +196,8 @@ public final class LoopMetrics: @unchecked Sendable {
     }
 
     func h2Connection() { counters.h2Connections += 1 }
+
+    func circuitRejection() { counters.circuitRejections += 1 }
 }
 
 /// Process-wide facts that change rarely (reloads), kept in atomics.

@@ -105,6 +105,11 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
         // Who can take a request: healthy, not ejected, not tried, below the connection limit.
         var available = 0
         for i in 0..<n where health[i].isAvailable(now: now) { available += 1 }
+        // None available (every endpoint failed its checks): answer at once rather than try
+        // endpoints known to be down. Some, but fewer than half: spread over all (panic mode).
+        if available == 0 && health.contains(where: { !$0.isActiveHealthy }) {
+            return .unavailable("no healthy endpoint for \(name) (all fail their health checks)")
+        }
         let panic = available * 2 < n
         if panic != panicking.load(ordering: .relaxed) { panicking.store(panic, ordering: .relaxed) }
         let limit = policy.maxConnectionsPerEndpoint ?? Int.max

@@ -49,10 +49,6 @@ public final class EndpointHealth: Sendable {
                 consecutive5xx.store(0, ordering: .relaxed)
                 return true
             }
-            if isActiveHealthy && ejectedUntil.load(ordering: .relaxed) != 0 && n >= healthyThreshold {
-                ejectedUntil.store(0, ordering: .relaxed)
-                return true
-            }
         } else {
             checkSuccesses.store(0, ordering: .relaxed)
             let n = checkFailures.wrappingAdd(1, ordering: .relaxed).newValue
