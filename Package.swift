@@ -13,7 +13,7 @@ let package = Package(
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
         // For benchmarks/micro (a separate package) only.
-        .library(name: "SluiceLibrary", targets: ["SluiceHTTP1", "SluiceRouting", "SluiceProxy"]),
+        .library(name: "SluiceLibrary", targets: ["SluiceHTTP1", "SluiceRouting", "SluiceUpstream", "SluiceProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -15,6 +15,8 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     /// Numbers the application gave the endpoints (for per-endpoint counters), by position.
     public let endpointIDs: [Int32]
     public let health: [EndpointHealth]
+    /// The same objects, unretained, for the per-request loop (`health` keeps them alive).
+    private let healthRefs: [Unmanaged<EndpointHealth>]
     public let policy: PoolPolicy
     let weights: [Int]
     let weighted: Bool
@@ -36,7 +38,9 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
         let w = weights ?? Array(repeating: 1, count: endpoints.count)
         self.weights = w
         self.weighted = Set(w).count > 1
-        self.health = health ?? endpoints.map { HealthRegistry.shared.health(service: name, endpoint: $0) }
+        let h = health ?? endpoints.map { HealthRegistry.shared.health(service: name, endpoint: $0) }
+        self.health = h
+        self.healthRefs = h.map { Unmanaged.passUnretained($0) }
         self.maglev = policy.balance == .consistentHash ? Self.maglevTable(endpoints) : []
         loopStates = .allocate(capacity: Self.slots)
         loopStates.initialize(repeating: nil, count: Self.slots)
@@ -102,12 +106,24 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     public func choose(loop: Int, hash: UInt64 = 0, preferred: Int? = nil, excluding: UInt64 = 0, now: Int64) -> Choice {
         let n = endpoints.count
         if n == 0 { return .unavailable("no ready endpoint for \(name)") }
-        // Who can take a request: healthy, not ejected, not tried, below the connection limit.
+        // One pass over the shared health state, without reference counting (the pool keeps
+        // every EndpointHealth alive): which endpoints are in rotation.
+        var availableMask: UInt64 = 0
         var available = 0
-        for i in 0..<n where health[i].isAvailable(now: now) { available += 1 }
+        var failingChecks = false
+        for i in 0..<n {
+            let ok = healthRefs[i]._withUnsafeGuaranteedRef { h -> Bool in
+                if !h.isActiveHealthy { failingChecks = true; return false }
+                return !h.isEjected(now: now)
+            }
+            if ok {
+                available += 1
+                if i < 64 { availableMask |= 1 << UInt64(i) }
+            }
+        }
         // None available (every endpoint failed its checks): answer at once rather than try
         // endpoints known to be down. Some, but fewer than half: spread over all (panic mode).
-        if available == 0 && health.contains(where: { !$0.isActiveHealthy }) {
+        if available == 0 && failingChecks {
             return .unavailable("no healthy endpoint for \(name) (all fail their health checks)")
         }
         let panic = available * 2 < n
@@ -115,9 +131,13 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
         let limit = policy.maxConnectionsPerEndpoint ?? Int.max
         var full = 0
         func eligible(_ i: Int) -> Bool {
-            if i < 64 && excluding & (1 << UInt64(i)) != 0 { return false }
-            if !panic && !health[i].isAvailable(now: now) { return false }
-            if health[i].inFlight.load(ordering: .relaxed) >= limit {
+            if i < 64 {
+                if excluding & (1 << UInt64(i)) != 0 { return false }
+                if !panic && availableMask & (1 << UInt64(i)) == 0 { return false }
+            } else if !panic && !health[i].isAvailable(now: now) {
+                return false
+            }
+            if limit != Int.max && healthRefs[i]._withUnsafeGuaranteedRef({ $0.inFlight.load(ordering: .relaxed) }) >= limit {
                 full += 1
                 return false
             }
@@ -194,7 +214,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     /// A request goes to endpoint `i`.
     public func begin(loop: Int, _ i: Int) {
         state(loop).inFlight[i] += 1
-        health[i].inFlight.wrappingAdd(1, ordering: .relaxed)
+        healthRefs[i]._withUnsafeGuaranteedRef { _ = $0.inFlight.wrappingAdd(1, ordering: .relaxed) }
     }
 
     /// The attempt at endpoint `i` ended. Returns true when it got the endpoint ejected.
@@ -202,7 +222,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     public func end(loop: Int, _ i: Int, outcome: AttemptOutcome, latencyNanos: Int64, now: Int64) -> Bool {
         let s = state(loop)
         s.inFlight[i] = max(0, s.inFlight[i] - 1)
-        health[i].inFlight.wrappingSubtract(1, ordering: .relaxed)
+        healthRefs[i]._withUnsafeGuaranteedRef { _ = $0.inFlight.wrappingSubtract(1, ordering: .relaxed) }
         if policy.balance == .ewma, outcome == .success || outcome == .serverError {
             // Peak EWMA (decay time 10 s): a slower sample replaces the average at once.
             let last = s.ewmaStamp[i]
@@ -211,16 +231,20 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
             s.ewma[i] = sample > s.ewma[i] ? sample : s.ewma[i] * decay + sample * (1 - decay)
             s.ewmaStamp[i] = now
         }
-        let h = health[i]
         switch outcome {
         case .success:
-            h.consecutiveGatewayFailures.store(0, ordering: .relaxed)
-            h.consecutive5xx.store(0, ordering: .relaxed)
+            healthRefs[i]._withUnsafeGuaranteedRef { h in
+                // Stores only when something is to be reset: a shared cache line stays clean.
+                if h.consecutiveGatewayFailures.load(ordering: .relaxed) != 0 { h.consecutiveGatewayFailures.store(0, ordering: .relaxed) }
+                if h.consecutive5xx.load(ordering: .relaxed) != 0 { h.consecutive5xx.store(0, ordering: .relaxed) }
+            }
         case .gatewayFailure:
+            let h = health[i]
             if h.consecutiveGatewayFailures.wrappingAdd(1, ordering: .relaxed).newValue >= Self.gatewayFailuresToEject {
                 return eject(i, now: now)
             }
         case .serverError:
+            let h = health[i]
             if h.consecutive5xx.wrappingAdd(1, ordering: .relaxed).newValue >= Self.serverErrorsToEject {
                 return eject(i, now: now)
             }

@@ -4,6 +4,7 @@ import NIOCore
 import Prometheus
 import SluiceHTTP1
 import SluiceProxy
+import SluiceUpstream
 
 // Microbenchmarks: nanoseconds per operation, medians of 5 runs. Timings vary with the machine's
 // load; compare lines of the same run only.
@@ -73,6 +74,39 @@ measure("HTTP1Parser: parse one GET head (\(request.count) bytes)", operations: 
         for _ in 0..<2_000_000 {
             guard case .head = parser.parse(p) else { fatalError("parse") }
             guard case .end = parser.parse(UnsafeRawBufferPointer(rebasing: p[p.count...])) else { fatalError("end") }
+        }
+    }
+}
+
+// MARK: - Load-balancing policies: choose + begin + end for one request, 10 endpoints
+
+let endpoints = (0..<10).map { try! Endpoint(host: "10.1.0.\($0 + 1)", port: 8080) }
+let policies: [(String, PoolPolicy, [Int]?)] = {
+    var rr = PoolPolicy()
+    rr.balance = .roundRobin
+    var lr = PoolPolicy()
+    lr.balance = .leastRequest
+    var ew = PoolPolicy()
+    ew.balance = .ewma
+    var ch = PoolPolicy()
+    ch.balance = .consistentHash
+    ch.hashKey = .clientIP
+    var cb = PoolPolicy()
+    cb.maxConnectionsPerEndpoint = 1000
+    return [("round-robin", rr, nil), ("weighted round-robin (smooth)", rr, [5, 1, 1, 3, 1, 1, 2, 1, 1, 1]),
+            ("least-request (P2C)", lr, nil), ("ewma (P2C)", ew, nil), ("consistent-hash (Maglev)", ch, nil),
+            ("round-robin + max-connections", cb, nil)]
+}()
+for (name, policy, weights) in policies {
+    let pool = BackendPool(name: "bench-\(name)", endpoints: endpoints, policy: policy, weights: weights)
+    nonisolated(unsafe) let p = pool
+    measure("policy \(name): choose + begin + end", operations: 2_000_000) { _ in
+        var h: UInt64 = 0x9E3779B97F4A7C15
+        for k in 0..<2_000_000 {
+            h = h &* 6364136223846793005 &+ 1442695040888963407
+            guard case .endpoint(let i) = p.choose(loop: 0, hash: h, now: Int64(k)) else { fatalError("no endpoint") }
+            p.begin(loop: 0, i)
+            p.end(loop: 0, i, outcome: .success, latencyNanos: 100_000, now: Int64(k))
         }
     }
 }
