@@ -58,7 +58,8 @@ struct Routes: ParsableCommand {
             for r in routes {
                 let b = c.table.backends[r.backend]
                 let eps = b.addresses.isEmpty ? "(none: \(b.problem ?? "no endpoints"))" : b.addresses.map { "\($0.ip):\($0.port)" }.joined(separator: ", ")
-                print("\(host)\t\(r.path)\t\(r.pathType.rawValue)\t→ \(b.name) → \(eps)\t[Ingress \(r.ingress)]")
+                let policy = b.policy.isDefault ? "" : "\t{\(b.policy)}"
+                print("\(host)\t\(r.path)\t\(r.pathType.rawValue)\t→ \(b.name) → \(eps)\t[Ingress \(r.ingress)]\(policy)")
             }
         }
         for (host, secret) in c.tlsHosts { print("tls\t\(host)\t→ secret \(secret)") }
