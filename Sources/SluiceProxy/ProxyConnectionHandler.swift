@@ -522,6 +522,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 switch event {
                 case .needMore(let consumed):
                     inbound.moveReaderIndex(forwardBy: consumed)
+                    if clientInputClosed {
+                        // The client half-closed inside its body (it arrived while we were still
+                        // connecting): the body can never complete.
+                        forceClose()
+                    }
                     return
                 case .body(let range, let consumed):
                     let slice = inbound.getSlice(at: inbound.readerIndex + range.lowerBound, length: range.count)!

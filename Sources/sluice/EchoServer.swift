@@ -11,7 +11,7 @@ import SluiceHTTP1
 /// unanswered when its next request arrives). `GET /healthz` answers 200 `ok`.
 /// `Upgrade: websocket` is accepted and every frame is echoed back.
 enum EchoServer {
-    static func run(host: String, port: Int, name: String) async throws {
+    static func run(host: String, port: Int, name: String, logRequests: Bool = false) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -20,7 +20,7 @@ enum EchoServer {
             .childChannelOption(.allowRemoteHalfClosure, value: false)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(EchoHandler(name: name))
+                    try channel.pipeline.syncOperations.addHandler(EchoHandler(name: name, logRequests: logRequests))
                 }
             }
             .bind(host: host, port: port).get()
@@ -56,7 +56,11 @@ final class EchoHandler: ChannelInboundHandler {
         var dropNext = false
     }
 
-    init(name: String) {
+    /// Print every request head received (tests read what reached the backend).
+    let logRequests: Bool
+
+    init(name: String, logRequests: Bool = false) {
+        self.logRequests = logRequests
         self.name = name
     }
 
@@ -116,6 +120,7 @@ final class EchoHandler: ChannelInboundHandler {
     private func describe(head: HTTP1Head, bytes p: UnsafeRawBufferPointer) {
         func text(_ r: Range<Int>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: p[r]), as: UTF8.self) }
         let target = text(head.target)
+        if logRequests { say("received \(text(head.methodRange)) \(target) framing=\(head.framing)") }
         controls = Controls()
         if let q = target.firstIndex(of: "?") {
             for pair in target[target.index(after: q)...].split(separator: "&") {

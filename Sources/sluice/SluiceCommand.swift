@@ -267,7 +267,10 @@ struct Echo: AsyncParsableCommand {
     @Option(help: "The name reported in every response.")
     var name: String = "echo"
 
+    @Flag(help: "Print each request line received (for tests).")
+    var logRequests = false
+
     mutating func run() async throws {
-        try await EchoServer.run(host: listen.host, port: listen.port, name: name)
+        try await EchoServer.run(host: listen.host, port: listen.port, name: name, logRequests: logRequests)
     }
 }

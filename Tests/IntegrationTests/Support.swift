@@ -122,8 +122,8 @@ final class Stack: @unchecked Sendable {
     var port = 0
 
     /// Starts `names.count` echo backends; with `defaultBackend`, the proxy forwards everything to the first.
-    init(backends names: [String] = ["a"], proxyArguments: [String] = [], defaultBackend: Bool = true) throws {
-        for n in names { try startBackend(n) }
+    init(backends names: [String] = ["a"], proxyArguments: [String] = [], defaultBackend: Bool = true, logRequests: Bool = false) throws {
+        for n in names { try startBackend(n, logRequests: logRequests) }
         var args = ["serve", "--admin", "127.0.0.1:0", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--workers", "2", "--rules", emptyDirectory(), "--drain-timeout", "10"]
         if defaultBackend, let first = backends.first { args += ["--default-backend", "127.0.0.1:\(first.port)"] }
         args += proxyArguments
@@ -131,8 +131,8 @@ final class Stack: @unchecked Sendable {
         port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
     }
 
-    func startBackend(_ name: String, port: Int = 0) throws {
-        let p = try ChildProcess(Paths.sluice, ["echo", "--listen", "127.0.0.1:\(port)", "--name", name])
+    func startBackend(_ name: String, port: Int = 0, logRequests: Bool = false) throws {
+        let p = try ChildProcess(Paths.sluice, ["echo", "--listen", "127.0.0.1:\(port)", "--name", name] + (logRequests ? ["--log-requests"] : []))
         let bound = Int(try p.waitFor(#"listening on \S*:(\d+)"#))!
         backends.append((name, bound, p))
     }
