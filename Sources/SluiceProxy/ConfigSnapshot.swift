@@ -90,6 +90,7 @@ public final class ConfigSnapshot: Sendable, AtomicReference {
         o.sendTimeout = amount(p.sendTimeout)
         o.maxConnectionsPerEndpoint = p.maxConnectionsPerEndpoint
         o.maxPendingRequests = p.maxPendingRequests
+        o.maxBodySize = p.maxBodySize
         return o
     }
 

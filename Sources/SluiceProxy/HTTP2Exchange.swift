@@ -51,6 +51,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var affinityPreferred: Int? = nil
     private var setCookie: String? = nil
     private var lastFailure: UpstreamError? = nil
+    private var bodyLimit: Int64? = nil
+    private var bodyBytes: Int64 = 0
     private var bodySent = false
     private var requestDone = false
     private var responseStarted = false
@@ -147,7 +149,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
                 }
             }
         }
+        bodyLimit = pool.policy.maxBodySize ?? loop.settings.maxBodySize
         framing = requestFraming()
+        if let limit = bodyLimit, case .contentLength(let n) = framing, n > limit {
+            respondLocal(status: 413, detail: "the body (\(n) bytes) is larger than \(limit) bytes")
+            return
+        }
         var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.ids)
@@ -338,6 +345,17 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     func requestData(_ data: UnsafeRawBufferPointer) {
         lastClientData = .now()
         record.bytesIn += data.count
+        bodyBytes += Int64(data.count)
+        if let limit = bodyLimit, bodyBytes > limit, state != .done {
+            session?.consume(stream, data.count)
+            if let upstream {
+                self.upstream = nil
+                upstream.close()
+            }
+            endAttempt(.abandoned)
+            if responseStarted { abortStream() } else { respondLocal(status: 413, detail: "the body is larger than \(limit) bytes") }
+            return
+        }
         switch state {
         case .done:
             session?.consume(stream, data.count)

@@ -268,6 +268,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var continueSent = false
     private var lastFailure: UpstreamError? = nil
     private var upstreamBlockedSince: NIODeadline? = nil
+    private var bodyLimit: Int64? = nil
+    private var bodyBytesForwarded: Int64 = 0
     private var upstream: UpstreamConnection? = nil
     private var upstreamReused = false
     private var retried = false
@@ -659,6 +661,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         let policy = pool.policy
+        bodyLimit = policy.maxBodySize ?? settings.maxBodySize
+        if let limit = bodyLimit, case .contentLength(let n) = requestFraming, n > limit {
+            inbound.moveReaderIndex(forwardBy: headLength)
+            respondLocal(status: 413, detail: "the body (\(n) bytes) is larger than \(limit) bytes", close: true)
+            return
+        }
+        bodyBytesForwarded = 0
         if policy.balance == .consistentHash || policy.affinityCookie != nil {
             inbound.withUnsafeReadableBytes { p in
                 let fields: RequestKeys.Fields = { visit in
@@ -875,6 +884,19 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func forwardRequestBody(_ slice: ByteBuffer) {
         guard let upstream, slice.readableBytes > 0 else { return }
+        bodyBytesForwarded += Int64(slice.readableBytes)
+        if let limit = bodyLimit, bodyBytesForwarded > limit {
+            // A chunked body grew past the limit: the upstream never sees its end.
+            self.upstream = nil
+            upstream.close()
+            endAttempt(.abandoned)
+            if responseStarted {
+                forceClose()
+            } else {
+                respondLocal(status: 413, detail: "the body is larger than \(limit) bytes", close: true)
+            }
+            return
+        }
         record.bytesIn += slice.readableBytes
         bodyBytesSent = true
         requestHead = nil

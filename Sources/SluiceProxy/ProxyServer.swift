@@ -17,6 +17,9 @@ public final class ProxyServer: Sendable {
     let logger: Logger
     private let channels = Mutex<[Channel]>([])
     let listeners = ListenerInfo()
+    /// Client connections open now, and whether accepting is paused at `--max-connections`.
+    let openConnections = Atomic<Int>(0)
+    private let acceptPaused = Atomic<Bool>(false)
 
     public init(workers: Int, config: ConfigStore, settings: ProxySettings, logger: Logger) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, workers))
@@ -74,8 +77,9 @@ public final class ProxyServer: Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                .childChannelInitializer { [self] channel in
+                    self.countConnection(channel)
+                    return channel.eventLoop.makeCompletedFuture {
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls))
                         }
@@ -91,6 +95,28 @@ public final class ProxyServer: Sendable {
             channels.withLock { $0.append(channel) }
         }
         return bound!
+    }
+
+    // MARK: - Connection limit
+
+    /// Counts a new client connection; at the limit the listeners stop accepting (the kernel's
+    /// backlog holds new connections) until one closes.
+    private func countConnection(_ channel: Channel) {
+        let n = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        guard let max = settings.maxConnections else { return }
+        if n >= max { setAccepting(false) }
+        channel.closeFuture.whenComplete { _ in
+            let left = self.openConnections.wrappingSubtract(1, ordering: .relaxed).newValue
+            if left < max { self.setAccepting(true) }
+        }
+    }
+
+    private func setAccepting(_ on: Bool) {
+        guard acceptPaused.compareExchange(expected: on, desired: !on, ordering: .relaxed).exchanged else { return }
+        if !on {
+            logger.warning("connection limit reached: accepting paused", metadata: ["max": "\(settings.maxConnections ?? 0)"])
+        }
+        for ch in channels.withLock({ $0 }) { ch.setOption(.autoRead, value: on).whenFailure { _ in } }
     }
 
     /// Every loop's counters, summed (each loop copies its own, on the loop).

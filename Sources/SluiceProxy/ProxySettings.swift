@@ -22,6 +22,10 @@ public struct ProxySettings: Sendable {
     public var drainTimeout: TimeAmount = .seconds(30)
     /// The value of the Server header on responses the proxy makes itself.
     public var serverName = "sluice"
+    /// Largest request body for backends without `sluice.io/max-body-size` (413); nil: no limit.
+    public var maxBodySize: Int64? = nil
+    /// Client connections open at once; at the limit, accepting pauses. nil: no limit.
+    public var maxConnections: Int? = nil
     /// Per-request metrics (counters and histograms per route); off only to measure their cost.
     public var metricsEnabled = true
     /// Where access log lines go; nil for none.

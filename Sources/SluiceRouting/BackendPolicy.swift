@@ -49,6 +49,8 @@ public struct BackendPolicy: Sendable, Hashable, CustomStringConvertible {
     public var maxConnectionsPerEndpoint: Int? = nil
     /// Requests waiting for a new upstream connection before the circuit opens.
     public var maxPendingRequests: Int? = nil
+    /// Largest request body accepted (413 beyond); nil: no limit.
+    public var maxBodySize: Int64? = nil
     /// `ip:port` → weight for round robin (1 otherwise).
     public var weights: [String: Int] = [:]
     public var health: HealthCheck? = nil
@@ -72,6 +74,7 @@ public struct BackendPolicy: Sendable, Hashable, CustomStringConvertible {
         if let t = sendTimeout { parts.append("send-timeout \(t)s") }
         if let m = maxConnectionsPerEndpoint { parts.append("max-connections \(m)") }
         if let m = maxPendingRequests { parts.append("max-pending-requests \(m)") }
+        if let m = maxBodySize { parts.append("max-body-size \(m)") }
         if let h = health { parts.append("health \(h.path.map { "GET \($0)" } ?? "tcp") every \(h.interval)s") }
         return parts.joined(separator: ", ")
     }
@@ -89,6 +92,7 @@ public struct PolicyOverrides: Sendable, Equatable {
     var sendTimeout: Double? = nil
     var maxConnections: Int? = nil
     var maxPending: Int? = nil
+    var maxBodySize: Int64? = nil
     var weights: [String: Int]? = nil
     var healthPath: String? = nil
     var healthInterval: Double? = nil
@@ -116,6 +120,7 @@ public struct PolicyOverrides: Sendable, Equatable {
         p.sendTimeout = i.sendTimeout ?? s.sendTimeout
         p.maxConnectionsPerEndpoint = i.maxConnections ?? s.maxConnections
         p.maxPendingRequests = i.maxPending ?? s.maxPending
+        if let m = i.maxBodySize ?? s.maxBodySize, m > 0 { p.maxBodySize = m }
         p.weights = i.weights ?? s.weights ?? [:]
         // Active checks belong to the Service: they probe its endpoints, whoever routes to them.
         if s.healthPath != nil || s.healthInterval != nil || s.healthTimeout != nil || s.healthyThreshold != nil || s.unhealthyThreshold != nil {
@@ -173,6 +178,9 @@ public struct PolicyOverrides: Sendable, Equatable {
             case "sluice.io/send-timeout": o.sendTimeout = duration()
             case "sluice.io/max-connections": o.maxConnections = integer(1...100_000)
             case "sluice.io/max-pending-requests": o.maxPending = integer(0...100_000)
+            case "sluice.io/max-body-size",
+                 "nginx.ingress.kubernetes.io/proxy-body-size" where isIngress:
+                if let n = parseSize(value) { o.maxBodySize = n } else { bad("a size such as 0 (no limit), 512k, 10m or 1g") }
             case "sluice.io/endpoint-weights":
                 var w: [String: Int] = [:]
                 for part in value.split(separator: ",") {
@@ -216,11 +224,24 @@ public struct PolicyOverrides: Sendable, Equatable {
                 break  // TLS annotations, read by the certificate builder
             default:
                 if key.hasPrefix("sluice.io/") {
-                    problem(line, field, "unknown annotation; known: load-balance, hash-by, affinity, affinity-cookie-name, retries, connect-timeout, read-timeout, send-timeout, max-connections, max-pending-requests, endpoint-weights, health-check-path, health-check-interval, health-check-timeout, health-check-healthy-threshold, health-check-unhealthy-threshold, ssl-redirect, hsts")
+                    problem(line, field, "unknown annotation; known: load-balance, hash-by, affinity, affinity-cookie-name, retries, connect-timeout, read-timeout, send-timeout, max-connections, max-pending-requests, max-body-size, endpoint-weights, health-check-path, health-check-interval, health-check-timeout, health-check-healthy-threshold, health-check-unhealthy-threshold, ssl-redirect, hsts")
                 }
             }
         }
         return o
+    }
+
+    /// `1024`, `512k`, `10m`, `1g` (nginx's units) → bytes.
+    public static func parseSize(_ s: String) -> Int64? {
+        let lower = s.lowercased()
+        var mult: Int64 = 1
+        var digits = Substring(lower)
+        if let last = lower.last, "kmg".contains(last) {
+            mult = last == "k" ? 1024 : last == "m" ? 1 << 20 : 1 << 30
+            digits = lower.dropLast()
+        }
+        guard let n = Int64(digits), n >= 0, n <= (Int64(1) << 50) / mult else { return nil }
+        return n * mult
     }
 
     /// `5`, `5s`, `250ms`, `1m` → seconds.

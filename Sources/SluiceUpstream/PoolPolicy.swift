@@ -24,6 +24,8 @@ public struct PoolPolicy: Sendable, Hashable {
     public var sendTimeout: TimeAmount? = nil
     public var maxConnectionsPerEndpoint: Int? = nil
     public var maxPendingRequests: Int? = nil
+    /// Largest request body accepted (413 beyond).
+    public var maxBodySize: Int64? = nil
 
     public init() {}
 }

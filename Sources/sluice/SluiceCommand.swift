@@ -121,6 +121,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("h2-max-control-frames"), help: "HTTP/2 PING/SETTINGS/PRIORITY/RST_STREAM/empty DATA frames per second before ENHANCE_YOUR_CALM.")
     var h2MaxControlFrames: Int = 1000
 
+    @Option(help: "Client connections open at once; at the limit accepting pauses (0: no limit).")
+    var maxConnections: Int = 0
+
+    @Option(help: "Largest request body (413 beyond) for backends without sluice.io/max-body-size: 0 (no limit), 512k, 10m, 1g.")
+    var maxBodySize: String = "0"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -150,6 +156,12 @@ struct Serve: AsyncParsableCommand {
             do { logWriter = try AccessLogWriter(path: accessLog, format: format) } catch { throw ValidationError("\(error)") }
         }
         settings.accessLog = logWriter
+        guard maxConnections >= 0 else { throw ValidationError("--max-connections must be 0 or more") }
+        settings.maxConnections = maxConnections > 0 ? maxConnections : nil
+        guard let bodyLimit = PolicyOverrides.parseSize(maxBodySize) else {
+            throw ValidationError("--max-body-size: '\(maxBodySize)' is not a size such as 0, 512k, 10m or 1g")
+        }
+        settings.maxBodySize = bodyLimit > 0 ? bodyLimit : nil
         settings.http2.maxConcurrentStreams = h2MaxConcurrentStreams
         settings.http2.maxControlFramesPerSecond = h2MaxControlFrames
         // The HTTP/1.1 head limits bound HTTP/2 field sections too (431).

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Limits a proxy in front of everything must hold: body size, open connections, slow clients.
+@Suite("limits and slow clients", .serialized)
+struct LimitsTests {
+    @Test func bodiesAboveTheLimitGet413() throws {
+        let s = try Stack(proxyArguments: ["--max-body-size", "1k"], logRequests: true)
+        let big = String(repeating: "x", count: 2000)
+        let sized = try curl(["-s", "-i", "--data-binary", big, "\(s.base)/sized"])
+        #expect(sized.stdout.hasPrefix("HTTP/1.1 413 "), "\(sized.stdout.prefix(200))")
+        #expect(sized.stdout.lowercased().contains("connection: close"))
+        let chunked = try curl(["-s", "-i", "-H", "Transfer-Encoding: chunked", "--data-binary", big, "\(s.base)/chunked"])
+        #expect(chunked.stdout.hasPrefix("HTTP/1.1 413 "), "\(chunked.stdout.prefix(200))")
+        let h2 = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "--data-binary", big, "\(s.base)/h2"])
+        #expect(h2.stdout == "413")
+        let small = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", String(repeating: "y", count: 500), "\(s.base)/small"])
+        #expect(small.stdout == "200")
+        usleep(100_000)
+        let log = s.backends[0].process.output
+        #expect(!log.contains("/sized") && !log.contains("/h2"), "an oversized body with a declared length must not reach the backend")
+    }
+
+    @Test func acceptingPausesAtTheConnectionLimit() throws {
+        let s = try Stack(proxyArguments: ["--max-connections", "3", "--workers", "1"])
+        var open: [RawClient] = []
+        for _ in 0..<3 {
+            let c = try RawClient(port: s.port)
+            c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(c.receive(until: "\"conn_seq\"", timeout: 5).text.contains("200 OK"))
+            open.append(c)
+        }
+        // The fourth connects (the kernel's backlog) but is not served while three are open.
+        let waiting = try RawClient(port: s.port)
+        waiting.send("GET /fourth HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        #expect(waiting.receive(until: "HTTP/1.1", timeout: 1.5).text.isEmpty)
+        open.removeFirst()  // closes one
+        let served = waiting.receiveUntilClosed(timeout: 5).text
+        #expect(served.contains("/fourth"), "\(served)")
+        #expect(s.proxy.output.contains("connection limit reached"))
+    }
+
+    @Test func slowClientsAreClosedAtTheHeadTimeoutWithoutSlowingOthers() throws {
+        let s = try Stack(proxyArguments: ["--head-timeout", "3"])
+        let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
+        let r = try run(python, [Paths.repo.appendingPathComponent("scripts/slow-clients.py").path, String(s.port), "1000", "6"], timeout: 60)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout) \(r.stderr)")
+        #expect(json["connected"] as? Int == 1000, "\(json)")
+        // Every slow client is answered 408 and closed at the head timeout (3 s of the 6).
+        #expect(json["got_408"] as? Int == 1000, "\(json)")
+        #expect(json["closed"] as? Int == 1000, "\(json)")
+        // Meanwhile ordinary requests keep working (no timing bound beyond "not stuck").
+        #expect(json["fast_failed"] as? Int == 0, "\(json)")
+        #expect((json["fast_requests"] as? Int ?? 0) >= 20, "\(json)")
+        #expect((json["fast_max_ms"] as? Double ?? 1e9) < 1000, "\(json)")
+    }
+}
