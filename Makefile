@@ -12,7 +12,7 @@ LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(ab
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended fuzz
+.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended fuzz test-sanitizers soak
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -44,11 +44,24 @@ certs: deps
 run: build certs
 	@./scripts/run-demo.sh $(RELEASE_BIN) $(HTTP) $(HTTPS)
 
+# Every suite, then the unit tests under AddressSanitizer and ThreadSanitizer and 60 s of
+# libFuzzer per target. `make test QUICK=1` stops after the suites.
 test: test-deps build
 	@if [ -d "$(LLHTTP_CORPUS)/request" ]; then echo "llhttp corpus: $(LLHTTP_CORPUS)"; \
 	  else echo "llhttp corpus not found at $(LLHTTP_CORPUS): corpus tests SKIPPED"; fi
 	$(SWIFT) build --build-tests
 	SLUICE_BIN=$(abspath $(RELEASE_BIN)) SLUICE_LLHTTP_CORPUS=$(LLHTTP_CORPUS) $(SWIFT) test --skip-build
+ifeq ($(QUICK),)
+	@$(MAKE) --no-print-directory test-sanitizers
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
+endif
+
+# The unit tests (not the integration suite, which drives the release binary) under ASan and TSan.
+test-sanitizers:
+	$(SWIFT) build --build-tests --sanitize address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(abspath scripts/lsan.supp) SLUICE_LLHTTP_CORPUS=$(LLHTTP_CORPUS) $(SWIFT) test --skip-build --sanitize address --scratch-path .build-asan --skip IntegrationTests
+	$(SWIFT) build --build-tests --sanitize thread --scratch-path .build-tsan
+	SLUICE_LLHTTP_CORPUS=$(LLHTTP_CORPUS) $(SWIFT) test --skip-build --sanitize thread --scratch-path .build-tsan --skip IntegrationTests
 
 # Slower checks outside `make test`: an sslscan of the TLS listener.
 test-extended: deps build
@@ -63,4 +76,4 @@ bench: bench-deps build
 	@./benchmarks/run.sh
 
 clean:
-	rm -rf .build .build-fuzz* .fuzz .run
+	rm -rf .build .build-fuzz* .build-asan .build-tsan .fuzz .run

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# libFuzzer runs of the HTTP/1 parser and the manifest loader, each bounded by FUZZ_SECONDS
-# (default 60). Seeds: the llhttp corpus (when present), hand-made requests, and ingress-rules/.
+# libFuzzer runs of the HTTP/1 parser (requests and responses: the first input byte picks) and the
+# manifest loader, each bounded by FUZZ_SECONDS (default 60). Seeds: the llhttp corpus (when present), hand-made requests, and ingress-rules/.
 # Crashes land in .fuzz/<target>/ as crash-* files, which the replay build can re-run:
 #   swift build --product FuzzHTTP1Parser && .build/debug/FuzzHTTP1Parser .fuzz/FuzzHTTP1Parser/crash-…
 set -euo pipefail
@@ -9,10 +9,15 @@ seconds=${FUZZ_SECONDS:-60}
 corpus=${LLHTTP_CORPUS:-../shared/corpora/llhttp}
 for target in FuzzHTTP1Parser FuzzManifestLoader; do
   scratch=.build-fuzz-$target
-  # KNOWN PROBLEM: SwiftPM's --sanitize fuzzer did not reliably instrument the library modules here
-  # (objdump shows no __sancov_cntrs in SluiceHTTP1's objects in most builds; one debug build did
-  # have them and reached cov 670 in 20 s). Without coverage libFuzzer still runs, but blind.
+  # A fresh debug build, with the library sources touched: otherwise the toolchain reused library
+  # objects compiled without coverage (from a cache keyed by the sources' modification times, it
+  # seems), and libFuzzer ran blind. Release builds drop the library's instrumentation too.
+  rm -rf "$scratch"
+  touch Sources/SluiceHTTP1/*.swift Sources/SluiceRouting/*.swift
   swift build -c debug --product "$target" --sanitize fuzzer --sanitize address --scratch-path "$scratch" -Xswiftc -DFUZZING
+  counters=$("$scratch/debug/$target" -runs=0 2>&1 | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters.*/\1/p' | head -1)
+  if [ "${counters:-0}" -lt 5000 ]; then echo "$target: only ${counters:-0} coverage counters: the library is not instrumented"; exit 1; fi
+  echo "$target: $counters coverage counters"
 done
 mkdir -p .fuzz/FuzzHTTP1Parser/seeds .fuzz/FuzzManifestLoader/seeds .fuzz/FuzzHTTP1Parser/corpus .fuzz/FuzzManifestLoader/corpus
 python3 - "$corpus" .fuzz/FuzzHTTP1Parser/seeds <<'PY'
@@ -43,7 +48,9 @@ status=0
 for target in FuzzHTTP1Parser FuzzManifestLoader; do
   echo "fuzzing $target for ${seconds}s"
   (cd .fuzz/$target && "../../.build-fuzz-$target/debug/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 corpus seeds 2>&1 | tail -12) || status=1
+      -print_final_stats=1 corpus seeds 2>&1 | grep -E "INITED|DONE|ERROR|SUMMARY|crash|stat::number_of_executed_units|stat::peak" ) || status=1
+  # A run that found no coverage at all did not test anything.
+  [ -n "$(ls -A .fuzz/$target/corpus 2>/dev/null)" ] || { echo "$target: empty corpus after the run"; status=1; }
   mkdir -p .fuzz/$target/corpus
 done
 ls .fuzz/*/crash-* 2>/dev/null && status=1
