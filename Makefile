@@ -72,6 +72,10 @@ test-extended: deps build
 fuzz: deps
 	@LLHTTP_CORPUS=$(LLHTTP_CORPUS) ./scripts/fuzz.sh
 
+# Ten minutes of load with reloads every 3 s and a flapping backend; prints the RSS curve.
+soak: test-deps build
+	@./scripts/soak.sh
+
 bench: bench-deps build
 	@./benchmarks/run.sh
 

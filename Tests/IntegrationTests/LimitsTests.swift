@@ -43,6 +43,21 @@ struct LimitsTests {
         #expect(s.proxy.output.contains("connection limit reached"))
     }
 
+    @Test func aClientThatStopsReadingDoesNotMakeTheProxyBuffer() throws {
+        let s = try Stack()
+        let before = s.proxy.memoryKiB(peak: false) ?? 0
+        // Two clients ask for 500 MB each and read nothing.
+        let stalled = try (0..<2).map { _ in try RawClient(port: s.port) }
+        for c in stalled { c.send("GET /big?bytes=500000000 HTTP/1.1\r\nHost: a\r\n\r\n") }
+        usleep(3_000_000)
+        let after = s.proxy.memoryKiB(peak: true) ?? 0
+        #expect(after - before < 24 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
+        // Others are still served.
+        let ok = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(s.base)/"])
+        #expect(ok.stdout == "200")
+        _ = stalled
+    }
+
     @Test func slowClientsAreClosedAtTheHeadTimeoutWithoutSlowingOthers() throws {
         let s = try Stack(proxyArguments: ["--head-timeout", "3"])
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
