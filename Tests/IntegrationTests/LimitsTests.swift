@@ -62,11 +62,16 @@ struct LimitsTests {
         let s = try Stack(proxyArguments: ["--head-timeout", "3"])
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
         let r = try run(python, [Paths.repo.appendingPathComponent("scripts/slow-clients.py").path, String(s.port), "1000", "6"], timeout: 60)
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout) \(r.stderr)")
+        guard let json = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] else {
+            Issue.record("slow-clients.py printed no result: \(r.stdout) \(r.stderr.suffix(2000))")
+            return
+        }
         #expect(json["connected"] as? Int == 1000, "\(json)")
-        // Every slow client is answered 408 and closed at the head timeout (3 s of the 6).
-        #expect(json["got_408"] as? Int == 1000, "\(json)")
+        // Every slow client is closed at the head timeout (3 s of the 6), answered 408 unless its
+        // next byte crossed the close (then a reset discards the answer).
         #expect(json["closed"] as? Int == 1000, "\(json)")
+        #expect((json["got_408"] as? Int ?? 0) + (json["reset"] as? Int ?? 0) == 1000, "\(json)")
+        #expect((json["got_408"] as? Int ?? 0) > 0, "\(json)")
         // Meanwhile ordinary requests keep working (no timing bound beyond "not stuck").
         #expect(json["fast_failed"] as? Int == 0, "\(json)")
         #expect((json["fast_requests"] as? Int ?? 0) >= 20, "\(json)")
