@@ -110,4 +110,42 @@ struct DesyncTests {
         }
         #expect(refused > 35 && forwarded >= 3, "refused \(refused), forwarded \(forwarded)")
     }
+
+    @Test func routingUsesTheNormalisedPathAndForwardsTheClients() throws {
+        let stack = try Stack(backends: ["admin", "site"], defaultBackend: false)
+        stack.proxy.stop()
+        let rules = emptyDirectory()
+        try (stack.servicesYAML + """
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: p}
+        spec:
+          rules:
+          - host: p.local
+            http:
+              paths:
+              - {path: /admin, pathType: Prefix, backend: {service: {name: admin, port: {number: 80}}}}
+              - {path: /, pathType: Prefix, backend: {service: {name: site, port: {number: 80}}}}
+        """).write(toFile: rules + "/p.yaml", atomically: true, encoding: .utf8)
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        defer { proxy.stop() }
+        let port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+        // (path as sent, backend expected; nil: refused)
+        let cases: [(String, String?)] = [
+            ("/admin/x", "admin"), ("/public/../admin", "admin"), ("/%61dmin", "admin"), ("/./admin", "admin"),
+            ("/admin/../public", "site"), ("/admin%2Fx", "site"), ("/adminx", "site"), ("/%2e%2e/admin", nil),
+        ]
+        for (path, expected) in cases {
+            let c = try RawClient(port: port)
+            c.send("GET \(path) HTTP/1.1\r\nHost: p.local\r\nConnection: close\r\n\r\n")
+            let text = c.receiveUntilClosed().text
+            if let expected {
+                #expect(text.contains("\"backend\":\"\(expected)\""), "\(path) should reach \(expected): \(text.prefix(200))")
+                // The upstream gets the client's path, not the normalised one.
+                #expect(text.contains("\"path\":\"\(path)\""), "\(path) was rewritten: \(text.prefix(300))")
+            } else {
+                #expect(text.hasPrefix("HTTP/1.1 400 "), "\(path): \(text.prefix(120))")
+            }
+        }
+    }
 }
