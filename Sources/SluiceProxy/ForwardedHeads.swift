@@ -138,16 +138,7 @@ enum ForwardedHeads {
                 out.writeStaticString(", ")
             }
         }
-        switch framing {
-        case .contentLength(let n):
-            out.writeStaticString("content-length: ")
-            writeDecimal(&out, n)
-            out.writeStaticString("\r\n")
-        case .chunked:
-            out.writeStaticString("transfer-encoding: chunked\r\n")
-        case .none, .closeDelimited:
-            break
-        }
+        writeFraming(into: &out, framing)
         if upgrade { out.writeStaticString("connection: upgrade\r\n") }
         out.writeStaticString("\r\n")
     }
@@ -222,16 +213,7 @@ enum ForwardedHeads {
                 }
             }
         }
-        switch framing {
-        case .contentLength(let n):
-            out.writeStaticString("content-length: ")
-            writeDecimal(&out, n)
-            out.writeStaticString("\r\n")
-        case .chunked:
-            out.writeStaticString("transfer-encoding: chunked\r\n")
-        case .none, .closeDelimited:
-            break
-        }
+        writeFraming(into: &out, framing)
         out.writeStaticString("\r\n")
     }
 
@@ -372,6 +354,20 @@ enum ForwardedHeads {
         case .upgrade: out.writeStaticString("connection: upgrade\r\n")
         }
         out.writeStaticString("\r\n")
+    }
+
+    /// The framing field of a body the proxy frames itself.
+    static func writeFraming(into out: inout ByteBuffer, _ framing: HTTP1BodyFraming) {
+        switch framing {
+        case .contentLength(let n):
+            out.writeStaticString("content-length: ")
+            writeDecimal(&out, n)
+            out.writeStaticString("\r\n")
+        case .chunked:
+            out.writeStaticString("transfer-encoding: chunked\r\n")
+        case .none, .closeDelimited:
+            break
+        }
     }
 
     /// `SIZE CRLF` of a chunk.
