@@ -39,18 +39,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var endpoint: Endpoint? = nil
     private var reused = false
     private var retried = false
-    private var pool: BackendPool? = nil
-    private var endpointIndex = -1
-    private var attemptStarted = NIODeadline.uptimeNanoseconds(0)
-    private var triedMask: UInt64 = 0
-    private var attempts = 0
-    private var retriesDone = 0
-    private var countedAsRetry = false
-    private var waitingForConnection = false
-    private var hashKey: UInt64 = 0
-    private var affinityPreferred: Int? = nil
+    private var tries = UpstreamAttempts()
+    private var pool: BackendPool? { tries.pool }
     private var setCookie: String? = nil
-    private var lastFailure: UpstreamError? = nil
     private var bodyLimit: Int64? = nil
     private var bodyBytes: Int64 = 0
     private var bodySent = false
@@ -138,6 +129,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             return
         }
         let poolPolicy = pool.policy
+        var hashKey: UInt64 = 0
+        var affinityPreferred: Int? = nil
         if poolPolicy.balance == .consistentHash || poolPolicy.affinityCookie != nil {
             stream.headerBytes.withUnsafeBytes { p in
                 let fields: RequestKeys.Fields = { visit in
@@ -160,91 +153,49 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
                                         framing: framing, ids: &connection.ids)
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.ids.last) }
         requestHead = out
-        self.pool = pool
-        loop.liveRequests += 1
+        tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
 
-    // MARK: - Attempts (as in ProxyConnectionHandler)
+    // MARK: - Attempts (the choices are `UpstreamAttempts`', shared with ProxyConnectionHandler)
 
     private func startAttempt() {
         guard let pool else { return }
-        switch loop.choose(pool, hash: hashKey, preferred: affinityPreferred, excluding: triedMask) {
+        switch tries.next(loop: loop) {
         case .unavailable(let why):
-            if let lastFailure { respondUpstreamFailure(lastFailure) } else { respondLocal(status: 503, detail: why) }
+            if let lastFailure = tries.lastFailure { respondUpstreamFailure(lastFailure) } else { respondLocal(status: 503, detail: why) }
         case .endpoint(let i):
             let chosen = pool.endpoints[i]
-            endpointIndex = i
             endpoint = chosen
             record.endpoint = chosen
             record.endpointID = pool.endpointIDs[i]
-            if i < 64 { triedMask |= 1 << UInt64(i) }
-            attempts += 1
-            attemptStarted = .now()
-            pool.begin(loop: loop.index, i)
-            if let name = pool.policy.affinityCookie, affinityPreferred != i {
-                setCookie = "\(name)=\(RequestKeys.affinityValue(pool: pool, index: i)); Path=/; HttpOnly; SameSite=Lax"
-            } else {
-                setCookie = nil
-            }
+            setCookie = tries.affinityCookie
             if let conn = loop.upstreams.acquire(chosen) {
                 attach(conn, reused: true)
-            } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
-                loop.metrics.circuitRejection()
-                endAttempt(.abandoned)
-                respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection")
+            } else if let open = tries.waitForConnection(loop: loop) {
+                respondLocal(status: 503, detail: open)
             } else {
-                pool.pending.wrappingAdd(1, ordering: .relaxed)
-                waitingForConnection = true
                 connect(to: chosen)
             }
         }
     }
 
     private func endAttempt(_ outcome: AttemptOutcome) {
-        guard endpointIndex >= 0, let pool else { return }
-        stopWaitingForConnection()
-        loop.endAttempt(pool, endpointIndex, outcome: outcome, started: attemptStarted)
-        endpointIndex = -1
-    }
-
-    private func stopWaitingForConnection() {
-        if waitingForConnection, let pool {
-            waitingForConnection = false
-            pool.pending.wrappingSubtract(1, ordering: .relaxed)
-        }
+        tries.end(outcome, loop: loop)
     }
 
     private func retry(after error: UpstreamError, replayable: Bool) -> Bool {
-        guard let pool, requestHead != nil, !bodySent, !responseStarted, state != .done else { return false }
-        let allowed = replayable ? attempts < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
-        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
-        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
-        guard allowed, replayable || loop.retryBudgetAllows else { return false }
-        if !replayable { retriesDone += 1 }
-        lastFailure = error
+        guard requestHead != nil, !bodySent, !responseStarted, state != .done,
+              tries.retry(after: error, replayable: replayable, idempotent: idempotent, loop: loop) else { return false }
         retried = true
         record.retried = true
         record.upstreamFailed = false
-        if !countedAsRetry {
-            countedAsRetry = true
-            loop.liveRetries += 1
-        }
-        if replayable && pool.endpoints.count == 1 && attempts == 1 { triedMask = 0 }
         startAttempt()
         return true
     }
 
     private func closeAttempts() {
-        endAttempt(.abandoned)
-        if pool != nil {
-            pool = nil
-            loop.liveRequests -= 1
-        }
-        if countedAsRetry {
-            countedAsRetry = false
-            loop.liveRetries -= 1
-        }
+        tries.close(loop: loop)
     }
 
     /// `:authority`, or Host when the client sent none; both must agree (RFC 9113 §8.3.1).
@@ -292,19 +243,19 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     private func connect(to endpoint: Endpoint) {
         state = .connecting
-        let attempt = attempts
+        let attempt = tries.count
         loop.upstreams.connect(endpoint, timeout: pool?.policy.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
-                guard self.state == .connecting, self.attempts == attempt else {
+                guard self.state == .connecting, self.tries.count == attempt else {
                     self.loop.upstreams.release(conn)
                     return
                 }
-                self.stopWaitingForConnection()
+                self.tries.connected()
                 self.attach(conn, reused: false)
                 self.connection.produceOutput()
             case .failure(let error):
-                guard self.state == .connecting, self.attempts == attempt else { return }
+                guard self.state == .connecting, self.tries.count == attempt else { return }
                 let failure: UpstreamError
                 if let ce = error as? ChannelError, case .connectTimeout = ce {
                     failure = .connectTimeout
@@ -431,8 +382,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             // 1xx are not relayed over h2 (the final response follows).
             return
         }
-        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, let pool,
-           retriesDone < pool.policy.retries, idempotent, !bodySent, requestDone {
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream,
+           tries.retryLeft, idempotent, !bodySent, requestDone {
             upstream = nil
             conn.close()
             endAttempt(.serverError)

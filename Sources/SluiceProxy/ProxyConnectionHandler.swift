@@ -251,22 +251,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var expectsContinue = false
     private var requestFraming = HTTP1BodyFraming.none
     private var requestHead: ByteBuffer? = nil
-    private var backend: BackendPool? = nil
     private var endpoint: Endpoint? = nil
-    /// The endpoint of the attempt in progress (position in `backend`), or -1.
-    private var endpointIndex = -1
-    private var attemptStarted = NIODeadline.uptimeNanoseconds(0)
-    private var triedMask: UInt64 = 0
-    private var attempts = 0
-    private var retriesDone = 0
-    private var countedAsRetry = false
-    private var waitingForConnection = false
-    private var hashKey: UInt64 = 0
-    private var affinityPreferred: Int? = nil
+    private var tries = UpstreamAttempts()
+    /// The backend of the exchange in progress.
+    private var backend: BackendPool? { tries.pool }
     /// `set-cookie` (and HSTS) lines the response gets from the proxy.
     private var extraResponseLines: [UInt8]? = nil
     private var continueSent = false
-    private var lastFailure: UpstreamError? = nil
     private var upstreamBlockedSince: NIODeadline? = nil
     private var bodyLimit: Int64? = nil
     private var bodyBytesForwarded: Int64 = 0
@@ -322,7 +313,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         // A client gone before its response completed: 499, as nginx logs it.
         finishRecord(status: responseStarted ? responseStatus : 499)
         closeAttempts()
-        backend = nil
         loop.registry.remove(self)
         timer?.cancel()
         timer = nil
@@ -609,13 +599,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         bodyBytesSent = false
         retried = false
         informationalInProgress = false
-        endpointIndex = -1
-        triedMask = 0
-        attempts = 0
-        retriesDone = 0
         continueSent = false
-        lastFailure = nil
-        affinityPreferred = nil
         extraResponseLines = nil
         upstreamBlockedSince = nil
         closeAfterResponse = draining || !clientKeepAlive
@@ -668,6 +652,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         bodyBytesForwarded = 0
+        var hashKey: UInt64 = 0
+        var affinityPreferred: Int? = nil
         if policy.balance == .consistentHash || policy.affinityCookie != nil {
             inbound.withUnsafeReadableBytes { p in
                 let fields: RequestKeys.Fields = { visit in
@@ -694,8 +680,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
-        backend = pool
-        loop.liveRequests += 1
+        tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
 
@@ -704,98 +689,48 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Chooses an endpoint (skipping those already tried) and sends the request to it.
     private func startAttempt() {
         guard let pool = backend else { return }
-        switch loop.choose(pool, hash: hashKey, preferred: affinityPreferred, excluding: triedMask) {
+        switch tries.next(loop: loop) {
         case .unavailable(let why):
-            if let lastFailure {
+            if let lastFailure = tries.lastFailure {
                 respondUpstreamFailure(lastFailure)
             } else {
                 respondLocal(status: 503, detail: why, close: requestFraming != .none)
             }
         case .endpoint(let i):
             let chosen = pool.endpoints[i]
-            endpointIndex = i
             endpoint = chosen
             record.endpoint = chosen
             record.endpointID = pool.endpointIDs[i]
-            if i < 64 { triedMask |= 1 << UInt64(i) }
-            attempts += 1
-            attemptStarted = .now()
-            pool.begin(loop: loop.index, i)
-            if let name = pool.policy.affinityCookie, affinityPreferred != i {
-                extraResponseLines = Array("set-cookie: \(name)=\(RequestKeys.affinityValue(pool: pool, index: i)); Path=/; HttpOnly; SameSite=Lax\r\n".utf8)
-            } else {
-                extraResponseLines = nil
-            }
+            extraResponseLines = tries.affinityCookie.map { Array("set-cookie: \($0)\r\n".utf8) }
             if let conn = loop.upstreams.acquire(chosen) {
                 attach(conn, reused: true)
-            } else if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
-                loop.metrics.circuitRejection()
-                endAttempt(.abandoned)
-                respondLocal(status: 503, detail: "circuit open: \(limit) requests of \(pool.name) already wait for a connection",
-                             close: requestFraming != .none)
+            } else if let open = tries.waitForConnection(loop: loop) {
+                respondLocal(status: 503, detail: open, close: requestFraming != .none)
             } else {
-                pool.pending.wrappingAdd(1, ordering: .relaxed)
-                waitingForConnection = true
                 connect(to: chosen)
             }
         }
     }
 
     private func endAttempt(_ outcome: AttemptOutcome) {
-        guard endpointIndex >= 0, let pool = backend else { return }
-        stopWaitingForConnection()
-        loop.endAttempt(pool, endpointIndex, outcome: outcome, started: attemptStarted)
-        endpointIndex = -1
+        tries.end(outcome, loop: loop)
     }
 
-    private func stopWaitingForConnection() {
-        if waitingForConnection, let pool = backend {
-            waitingForConnection = false
-            pool.pending.wrappingSubtract(1, ordering: .relaxed)
-        }
-    }
-
-    /// After a failed attempt: try another endpoint when that is safe and within the budget.
-    /// `replayable`: nothing reached the upstream (a connect failure, or a reused connection
-    /// that closed before reading), so any request may go again; otherwise only idempotent
-    /// requests without a body, and only as many times as `sluice.io/retries` allows.
+    /// After a failed attempt: another endpoint, when `UpstreamAttempts` allows it and nothing of
+    /// the request body or the response has passed yet.
     private func retry(after error: UpstreamError, replayable: Bool) -> Bool {
-        guard let pool = backend, requestHead != nil, !bodyBytesSent, !responseStarted else { return false }
-        let allowed: Bool
-        if replayable {
-            allowed = attempts < min(pool.endpoints.count, 3) + 1
-        } else {
-            allowed = method.isIdempotent && retriesDone < pool.policy.retries
-        }
-        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
-        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
-        guard allowed, replayable || loop.retryBudgetAllows else { return false }
-        if !replayable { retriesDone += 1 }
-        lastFailure = error
+        guard requestHead != nil, !bodyBytesSent, !responseStarted,
+              tries.retry(after: error, replayable: replayable, idempotent: method.isIdempotent, loop: loop) else { return false }
         retried = true
         record.retried = true
         record.upstreamFailed = false
-        if !countedAsRetry {
-            countedAsRetry = true
-            loop.liveRetries += 1
-        }
-        // A single endpoint whose kept-alive connection was closed under us: a new connection
-        // to the same endpoint is the retry.
-        if replayable && pool.endpoints.count == 1 && attempts == 1 { triedMask = 0 }
         startAttempt()
         return true
     }
 
     /// The exchange is over: release what it held on the loop.
     private func closeAttempts() {
-        endAttempt(.abandoned)
-        if backend != nil || countedAsRetry {
-            if backend != nil { loop.liveRequests -= 1 }
-            if countedAsRetry {
-                countedAsRetry = false
-                loop.liveRetries -= 1
-            }
-        }
+        tries.close(loop: loop)
     }
 
     /// 421 when a TLS request's Host belongs to another certificate than SNI chose; 308 to https
@@ -826,20 +761,20 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func connect(to endpoint: Endpoint) {
         setPhase(.connecting)
         let id = exchangeID
-        let attempt = attempts
+        let attempt = tries.count
         loop.upstreams.connect(endpoint, timeout: backend?.policy.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
-                guard self.phase == .connecting, self.exchangeID == id, self.attempts == attempt else {
+                guard self.phase == .connecting, self.exchangeID == id, self.tries.count == attempt else {
                     self.loop.upstreams.release(conn)
                     return
                 }
-                self.stopWaitingForConnection()
+                self.tries.connected()
                 self.attach(conn, reused: false)
                 self.process()
                 self.flushIfNeeded()
             case .failure(let error):
-                guard self.phase == .connecting, self.exchangeID == id, self.attempts == attempt else { return }
+                guard self.phase == .connecting, self.exchangeID == id, self.tries.count == attempt else { return }
                 let failure: UpstreamError
                 if let ce = error as? ChannelError, case .connectTimeout = ce {
                     failure = .connectTimeout
@@ -941,8 +876,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         informationalInProgress = false
-        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, let pool = backend,
-           retriesDone < pool.policy.retries, method.isIdempotent, !bodyBytesSent, requestDone {
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, tries.retryLeft, method.isIdempotent, !bodyBytesSent, requestDone {
             // The upstream's own gateway error, and the policy allows another endpoint: this
             // response is dropped (its connection closed) and the request goes elsewhere.
             upstream = nil
@@ -1084,7 +1018,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             if requestDone { loop.upstreams.release(conn) } else { conn.close() }
         }
         requestHead = nil
-        backend = nil
         if closeAfterResponse {
             closeAfterFlush()
             return
@@ -1121,7 +1054,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         record.bytesOut += buf.readableBytes
         finishRecord(status: status)
         closeAttempts()
-        backend = nil
         context.write(wrapOutboundOut(buf), promise: nil)
         needsFlush = true
         requestHead = nil
@@ -1169,7 +1101,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func forceClose() {
         finishRecord(status: responseStarted ? responseStatus : 499)
         closeAttempts()
-        backend = nil
         if let upstream {
             self.upstream = nil
             upstream.close()

@@ -1,0 +1,122 @@
+import NIOCore
+import SluiceUpstream
+
+/// The attempts one request makes at a backend's endpoints: which endpoint is in use, which were
+/// tried, the retries spent, and the per-loop counters the request holds. The HTTP/1.1 handler
+/// and the HTTP/2 exchange share it; what each does with a choice (write, connect, answer) stays
+/// theirs. Everything happens on the request's event loop.
+struct UpstreamAttempts {
+    private(set) var pool: BackendPool? = nil
+    /// The endpoint of the attempt in progress (position in `pool`), or -1.
+    private(set) var index = -1
+    /// Attempts made so far (a late connect callback compares it with its own).
+    private(set) var count = 0
+    private(set) var lastFailure: UpstreamError? = nil
+    private var started = NIODeadline.uptimeNanoseconds(0)
+    private var tried: UInt64 = 0
+    private var retriesDone = 0
+    private var countedAsRetry = false
+    private var waiting = false
+    private var hash: UInt64 = 0
+    private var preferred: Int? = nil
+
+    /// A request goes to `pool`: `hash` is its consistent-hash key, `preferred` the endpoint its
+    /// affinity cookie names.
+    mutating func begin(_ pool: BackendPool, hash: UInt64, preferred: Int?, loop: EventLoopContext) {
+        self = UpstreamAttempts()
+        self.pool = pool
+        self.hash = hash
+        self.preferred = preferred
+        loop.liveRequests += 1
+    }
+
+    /// Chooses an endpoint, skipping those already tried; with `.endpoint` an attempt is open.
+    mutating func next(loop: EventLoopContext) -> BackendPool.Choice {
+        guard let pool else { return .unavailable("no backend") }
+        let choice = loop.choose(pool, hash: hash, preferred: preferred, excluding: tried)
+        if case .endpoint(let i) = choice {
+            index = i
+            if i < 64 { tried |= 1 << UInt64(i) }
+            count += 1
+            started = .now()
+            pool.begin(loop: loop.index, i)
+        }
+        return choice
+    }
+
+    /// The `set-cookie` value that pins the client to the chosen endpoint, when the policy asks
+    /// for affinity and the request did not already carry it.
+    var affinityCookie: String? {
+        guard let pool, let name = pool.policy.affinityCookie, index >= 0, preferred != index else { return nil }
+        return "\(name)=\(RequestKeys.affinityValue(pool: pool, index: index)); Path=/; HttpOnly; SameSite=Lax"
+    }
+
+    /// A new upstream connection is needed: nil, or why the circuit is open (the attempt is then
+    /// over and the request must be answered 503).
+    mutating func waitForConnection(loop: EventLoopContext) -> String? {
+        guard let pool else { return nil }
+        if let limit = pool.policy.maxPendingRequests, pool.pending.load(ordering: .relaxed) >= limit {
+            loop.metrics.circuitRejection()
+            end(.abandoned, loop: loop)
+            return "circuit open: \(limit) requests of \(pool.name) already wait for a connection"
+        }
+        pool.pending.wrappingAdd(1, ordering: .relaxed)
+        waiting = true
+        return nil
+    }
+
+    /// The connection arrived (or the attempt ended): no longer waiting for one.
+    mutating func connected() {
+        if waiting, let pool {
+            waiting = false
+            pool.pending.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// The attempt in progress ended: feeds load balancing and outlier detection.
+    mutating func end(_ outcome: AttemptOutcome, loop: EventLoopContext) {
+        guard index >= 0, let pool else { return }
+        connected()
+        loop.endAttempt(pool, index, outcome: outcome, started: started)
+        index = -1
+    }
+
+    /// Whether the policy leaves a retry for an upstream's own 502/503/504.
+    var retryLeft: Bool { pool.map { retriesDone < $0.policy.retries } ?? false }
+
+    /// After a failed attempt: whether another endpoint may be tried (the caller then calls
+    /// `next`). `replayable`: nothing reached an endpoint that could have acted on it (a connect
+    /// failure, or an idempotent request reset before any response byte), so up to three more
+    /// endpoints; otherwise only idempotent requests, as often as `sluice.io/retries` allows,
+    /// and within the loop's retry budget.
+    mutating func retry(after error: UpstreamError, replayable: Bool, idempotent: Bool, loop: EventLoopContext) -> Bool {
+        guard let pool else { return false }
+        let allowed = replayable ? count < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
+        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
+        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
+        guard allowed, replayable || loop.retryBudgetAllows else { return false }
+        if !replayable { retriesDone += 1 }
+        lastFailure = error
+        if !countedAsRetry {
+            countedAsRetry = true
+            loop.liveRetries += 1
+        }
+        // A single endpoint whose kept-alive connection was closed under us: a new connection
+        // to the same endpoint is the retry.
+        if replayable && pool.endpoints.count == 1 && count == 1 { tried = 0 }
+        return true
+    }
+
+    /// The request is over: release what it held on the loop.
+    mutating func close(loop: EventLoopContext) {
+        end(.abandoned, loop: loop)
+        if pool != nil {
+            pool = nil
+            loop.liveRequests -= 1
+        }
+        if countedAsRetry {
+            countedAsRetry = false
+            loop.liveRetries -= 1
+        }
+    }
+}
