@@ -274,21 +274,15 @@ final class AccessLogBuffer {
         lines.append(UInt8(truncatingIfNeeded: 0x30 + v % 10))
     }
 
-    private func millis(_ nanos: Int64) {
-        let micros = Int(nanos / 1000)
-        decimal(micros / 1000)
-        lines.append(UInt8(ascii: "."))
-        let frac = micros % 1000
-        lines.append(UInt8(truncatingIfNeeded: 0x30 + frac / 100))
-        lines.append(UInt8(truncatingIfNeeded: 0x30 + (frac / 10) % 10))
-        lines.append(UInt8(truncatingIfNeeded: 0x30 + frac % 10))
-    }
+    private func millis(_ nanos: Int64) { thousandths(Int(nanos / 1000)) }
 
-    private func seconds(_ nanos: Int64) {
-        let ms = Int(nanos / 1_000_000)
-        decimal(ms / 1000)
+    private func seconds(_ nanos: Int64) { thousandths(Int(nanos / 1_000_000)) }
+
+    /// `n / 1000` with three decimals.
+    private func thousandths(_ n: Int) {
+        decimal(n / 1000)
         lines.append(UInt8(ascii: "."))
-        let frac = ms % 1000
+        let frac = n % 1000
         lines.append(UInt8(truncatingIfNeeded: 0x30 + frac / 100))
         lines.append(UInt8(truncatingIfNeeded: 0x30 + (frac / 10) % 10))
         lines.append(UInt8(truncatingIfNeeded: 0x30 + frac % 10))
