@@ -77,7 +77,12 @@ public final class ConfigLoader: Sendable {
         // HSTS only when an Ingress asks: `sluice.io/hsts: "true"` or the header's value.
         var redirects = Set<String>()
         var hsts: [String: [UInt8]] = [:]
-        for ing in manifests.ingresses where compiled.served.contains(ing.meta.key) {
+        // Only Ingresses with TLS or annotations can add anything; copying the others (every
+        // string and array in them) cost milliseconds per reload at 10,000 Ingresses.
+        for i in manifests.ingresses.indices
+        where !(manifests.ingresses[i].tls.isEmpty && manifests.ingresses[i].meta.annotations.isEmpty)
+            && compiled.served.contains(manifests.ingresses[i].meta.key) {
+            let ing = manifests.ingresses[i]
             let a = ing.meta.annotations
             let off = a["sluice.io/ssl-redirect"] == "false" || a["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
             var hstsValue: String? = nil

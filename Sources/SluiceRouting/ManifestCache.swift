@@ -21,6 +21,16 @@ public final class ManifestCache: @unchecked Sendable {
     /// Parsed documents by their text (lines relative to the document), so that editing one
     /// object in a big multi-document file re-parses only that document.
     private var documents: [String: ManifestSet] = [:]
+    /// Each file's documents as last split (text, first line, objects with file lines): an edit
+    /// usually leaves most documents where they were, and those are then reused without hashing
+    /// their text or moving their line numbers again.
+    private var placed: [String: [PlacedDocument]] = [:]
+
+    struct PlacedDocument {
+        var text: String
+        var firstLine: Int
+        var objects: ManifestSet
+    }
 
     public init() {}
 
@@ -48,8 +58,7 @@ public final class ManifestCache: @unchecked Sendable {
                 if e.lastGood != nil && e.problems.contains(where: { $0.severity == .error }) { onLastGood.insert(file) }
                 continue
             }
-            var docsUsed = Set<String>()
-            let parsed = loadByDocument(file, used: &docsUsed)
+            let parsed = loadByDocument(file)
             let failed = parsed.problems.contains { $0.severity == .error }
             var entry = Entry(signature: sig, contribution: parsed, problems: parsed.problems, lastGood: entries[file]?.lastGood)
             entry.contribution.problems = []
@@ -65,7 +74,10 @@ public final class ManifestCache: @unchecked Sendable {
             set.merge(entry.contribution)
             set.problems += entry.problems
         }
-        for gone in entries.keys where !seen.contains(gone) { entries[gone] = nil }
+        for gone in entries.keys where !seen.contains(gone) {
+            entries[gone] = nil
+            placed[gone] = nil
+        }
         if documents.count > 4 * max(1, set.ingresses.count + set.services.count + set.endpoints.count + 64) {
             // Old versions of edited documents pile up; start afresh now and then.
             documents.removeAll()
@@ -76,16 +88,23 @@ public final class ManifestCache: @unchecked Sendable {
 
     /// Parses a file document by document, reusing documents whose text did not change. Falls back
     /// to one parse of the whole file when its document markers are not plain `---` lines.
-    func loadByDocument(_ file: String, used: inout Set<String>) -> ManifestSet {
+    func loadByDocument(_ file: String) -> ManifestSet {
         guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            placed[file] = nil
             return ManifestLoader.load(file: file, displayName: file)
         }
         guard let chunks = Self.splitDocuments(text) else {
+            placed[file] = nil
             return ManifestLoader.load(text: text, file: file)
         }
-        var set = ManifestSet()
-        set.files = [file]
-        for (chunk, firstLine) in chunks {
+        let before = placed[file] ?? []
+        var now: [PlacedDocument] = []
+        now.reserveCapacity(chunks.count)
+        for (position, (chunk, firstLine)) in chunks.enumerated() {
+            if position < before.count, before[position].firstLine == firstLine, before[position].text == chunk {
+                now.append(before[position])
+                continue
+            }
             let parsed: ManifestSet
             if let cached = documents[chunk] {
                 parsed = cached
@@ -93,11 +112,14 @@ public final class ManifestCache: @unchecked Sendable {
                 parsed = ManifestLoader.load(text: chunk, file: file)
                 documents[chunk] = parsed
             }
-            used.insert(chunk)
             var shifted = parsed.shiftingLines(by: firstLine - 1, file: file)
             shifted.files = []
-            set.merge(shifted)
+            now.append(PlacedDocument(text: chunk, firstLine: firstLine, objects: shifted))
         }
+        placed[file] = now
+        var set = ManifestSet()
+        set.files = [file]
+        set.merge(now.lazy.map(\.objects))
         return set
     }
 

@@ -17,7 +17,7 @@ public struct ObjectMeta: Sendable, Equatable {
     public var key: String { "\(namespace)/\(name)" }
 }
 
-public enum ServicePortRef: Sendable, Equatable, CustomStringConvertible {
+public enum ServicePortRef: Sendable, Hashable, CustomStringConvertible {
     case number(Int)
     case name(String)
 
@@ -156,6 +156,14 @@ public struct ManifestSet: Sendable {
         for i in s.secrets.indices { meta(&s.secrets[i].meta) }
         for i in s.problems.indices where s.problems[i].line > 0 { s.problems[i].line += delta }
         return s
+    }
+
+    /// Appends many sets with one allocation per kind.
+    mutating func merge<S: Collection>(_ others: S) where S.Element == ManifestSet {
+        ingresses.reserveCapacity(ingresses.count + others.reduce(0) { $0 + $1.ingresses.count })
+        services.reserveCapacity(services.count + others.reduce(0) { $0 + $1.services.count })
+        endpoints.reserveCapacity(endpoints.count + others.reduce(0) { $0 + $1.endpoints.count })
+        for o in others { merge(o) }
     }
 
     public mutating func merge(_ other: ManifestSet) {

@@ -99,22 +99,33 @@ public enum RouteCompiler {
             let ingresses = set.ingresses
             self.served = Set(servedOrder.map { ingresses[$0].meta.key })
             let served = servedOrder.lazy.map { ingresses[$0] }
-            for ing in served {
-                var routesOfIngress: [Route] = []
-                for rule in ing.rules {
-                    for p in rule.paths {
-                        let backend = resolve(p.backend, in: ing)
-                        let length = p.path.count > 1 && p.path.hasSuffix("/") ? p.path.count - 1 : (p.path == "/" ? 0 : p.path.count)
-                        routesOfIngress.append(Route(host: rule.host, path: p.path, pathType: p.pathType, backend: backend,
-                                                     ingress: ing.meta.key, file: ing.meta.location.file, line: p.line,
-                                                     field: p.field, matchLength: length))
+            // Reached through `set.ingresses[i]…` projections rather than `for ing in`: a copy of
+            // an Ingress retains every string and array in it, and 10,000 of them made up a
+            // large part of each reload.
+            var routesOfIngress: [Route] = []
+            for i in servedOrder {
+                routesOfIngress.removeAll(keepingCapacity: true)
+                let key = set.ingresses[i].meta.key
+                let file = set.ingresses[i].meta.location.file
+                let plainPolicy = set.ingresses[i].policy == PolicyOverrides()
+                for r in set.ingresses[i].rules.indices {
+                    let host = set.ingresses[i].rules[r].host
+                    for p in set.ingresses[i].rules[r].paths.indices {
+                        let backend = resolve(set.ingresses[i].rules[r].paths[p].backend, ingress: i, plainPolicy: plainPolicy)
+                        let path = set.ingresses[i].rules[r].paths[p].path
+                        let n = path.utf8.count
+                        let length = n > 1 && path.utf8.last == UInt8(ascii: "/") ? n - 1 : (n == 1 && path == "/" ? 0 : n)
+                        routesOfIngress.append(Route(host: host, path: path, pathType: set.ingresses[i].rules[r].paths[p].pathType,
+                                                     backend: backend, ingress: key, file: file,
+                                                     line: set.ingresses[i].rules[r].paths[p].line,
+                                                     field: set.ingresses[i].rules[r].paths[p].field, matchLength: length))
                     }
                 }
-                for r in routesOfIngress { add(r, ingress: ing) }
-                for t in ing.tls { checkTLS(t, ing) }
+                for r in routesOfIngress { add(r, ingress: i) }
+                for t in set.ingresses[i].tls.indices { checkTLS(set.ingresses[i].tls[t], set.ingresses[i]) }
             }
             if let ing = served.first(where: { $0.defaultBackend != nil }), let db = ing.defaultBackend {
-                let backend = resolve(db, in: ing)
+                let backend = resolve(db, ingress: servedOrder.first { ingresses[$0].defaultBackend != nil }!, plainPolicy: false)
                 table.routes.append(Route(host: nil, path: "/", pathType: .prefix, backend: backend, ingress: ing.meta.key,
                                           file: ing.meta.location.file, line: db.line, field: db.field, matchLength: 0))
                 table.defaultRoute = Int32(table.routes.count - 1)
@@ -182,30 +193,30 @@ public enum RouteCompiler {
             return i
         }
 
-        mutating func add(_ route: Route, ingress: Ingress) {
+        mutating func add(_ route: Route, ingress: Int) {
             let h = Int(hostEntry(route.host))
             table.routes.append(route)
             let ri = Int32(table.routes.count - 1)
             var existing: Int32? = nil
             let bytes = Array(route.path.utf8)
             if route.pathType == .exact {
-                var hr = table.hosts[h]
+                // In place: a local copy of the host's entry would make each append copy its arrays.
                 let found = bytes.withUnsafeBytes { p -> Int32? in
-                    var i = hr.exact.first(fnv1a(p))
+                    var i = table.hosts[h].exact.first(fnv1a(p))
                     while i >= 0 {
-                        if bytesEqual(hr.exactPaths[Int(i)], p) { return hr.exactRoutes[Int(i)] }
-                        i = hr.exact.next(i)
+                        if bytesEqual(table.hosts[h].exactPaths[Int(i)], p) { return table.hosts[h].exactRoutes[Int(i)] }
+                        i = table.hosts[h].exact.next(i)
                     }
                     return nil
                 }
                 if let found {
                     existing = found
                 } else {
-                    hr.exactPaths.append(bytes)
-                    hr.exactRoutes.append(ri)
-                    bytes.withUnsafeBytes { hr.exact.insert(fnv1a($0), Int32(hr.exactPaths.count - 1)) }
+                    table.hosts[h].exactPaths.append(bytes)
+                    table.hosts[h].exactRoutes.append(ri)
+                    let slot = Int32(table.hosts[h].exactPaths.count - 1)
+                    bytes.withUnsafeBytes { table.hosts[h].exact.insert(fnv1a($0), slot) }
                 }
-                table.hosts[h] = hr
             } else {
                 existing = table.hosts[h].trie.insert(path: bytes, route: ri)
             }
@@ -213,9 +224,29 @@ public enum RouteCompiler {
             if let existing {
                 let winner = table.routes[Int(existing)]
                 problems.append(ConfigProblem(
-                    .warning, file: route.file, line: route.line, object: ingress.label, field: route.field + ".path",
+                    .warning, file: route.file, line: route.line, object: set.ingresses[ingress].label, field: route.field + ".path",
                     message: "\(route.pathType.rawValue) \(route.path) on host \(route.host ?? "*") ties with Ingress \(winner.ingress) (\(winner.file):\(winner.line)); the older Ingress \(winner.ingress) wins"))
             }
+        }
+
+        /// A Service backend of an Ingress without policy annotations resolves the same way every
+        /// time: remembered by namespace, name and port, without building its key strings again.
+        struct PlainBackend: Hashable {
+            var namespace: String
+            var service: String
+            var port: ServicePortRef
+        }
+        var plainBackends: [PlainBackend: Int] = [:]
+
+        mutating func resolve(_ b: IngressBackendSpec, ingress i: Int, plainPolicy: Bool) -> Int {
+            guard plainPolicy, b.resource == nil, let svc = b.serviceName, let port = b.servicePort else {
+                return resolve(b, in: set.ingresses[i])
+            }
+            let k = PlainBackend(namespace: set.ingresses[i].meta.namespace, service: svc, port: port)
+            if let known = plainBackends[k] { return known }
+            let r = resolve(b, in: set.ingresses[i])
+            plainBackends[k] = r
+            return r
         }
 
         /// Service → port → targetPort → ready endpoints; shared per `namespace/service:port`.
