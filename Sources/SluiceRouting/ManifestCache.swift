@@ -10,11 +10,12 @@ public final class ManifestCache: @unchecked Sendable {
 
     struct Entry {
         var signature: Signature
-        /// What the file contributes now (the new objects, or the last good ones).
-        var contribution: ManifestSet
+        /// What the file contributes now (the new objects, or the last good ones), document by
+        /// document and without problems: merged once for the whole folder, not per file first.
+        var contribution: [ManifestSet]
         /// The file's own problems as last parsed.
         var problems: [ConfigProblem]
-        var lastGood: ManifestSet?
+        var lastGood: [ManifestSet]?
     }
 
     private var entries: [String: Entry] = [:]
@@ -30,6 +31,7 @@ public final class ManifestCache: @unchecked Sendable {
         var text: String
         var firstLine: Int
         var objects: ManifestSet
+        var problems: [ConfigProblem]
     }
 
     public init() {}
@@ -49,19 +51,20 @@ public final class ManifestCache: @unchecked Sendable {
         }
         var seen = Set<String>()
         var onLastGood = Set<String>()
+        var documentsInOrder: [ManifestSet] = []
         for file in ManifestLoader.files(in: directory) {
             seen.insert(file)
             guard let sig = Self.signature(file) else { continue }
+            set.files.append(file)
             if let e = entries[file], e.signature == sig {
-                set.merge(e.contribution)
+                documentsInOrder += e.contribution
                 set.problems += e.problems
                 if e.lastGood != nil && e.problems.contains(where: { $0.severity == .error }) { onLastGood.insert(file) }
                 continue
             }
-            let parsed = loadByDocument(file)
-            let failed = parsed.problems.contains { $0.severity == .error }
-            var entry = Entry(signature: sig, contribution: parsed, problems: parsed.problems, lastGood: entries[file]?.lastGood)
-            entry.contribution.problems = []
+            let (documents, problems) = loadByDocument(file)
+            let failed = problems.contains { $0.severity == .error }
+            var entry = Entry(signature: sig, contribution: documents, problems: problems, lastGood: entries[file]?.lastGood)
             if !failed {
                 entry.lastGood = entry.contribution
             } else if let good = entry.lastGood {
@@ -71,9 +74,10 @@ public final class ManifestCache: @unchecked Sendable {
                 onLastGood.insert(file)
             }
             entries[file] = entry
-            set.merge(entry.contribution)
+            documentsInOrder += entry.contribution
             set.problems += entry.problems
         }
+        set.merge(documentsInOrder)
         for gone in entries.keys where !seen.contains(gone) {
             entries[gone] = nil
             placed[gone] = nil
@@ -88,39 +92,46 @@ public final class ManifestCache: @unchecked Sendable {
 
     /// Parses a file document by document, reusing documents whose text did not change. Falls back
     /// to one parse of the whole file when its document markers are not plain `---` lines.
-    func loadByDocument(_ file: String) -> ManifestSet {
+    func loadByDocument(_ file: String) -> (documents: [ManifestSet], problems: [ConfigProblem]) {
+        func whole(_ set: ManifestSet) -> ([ManifestSet], [ConfigProblem]) {
+            var objects = set
+            objects.problems = []
+            objects.files = []
+            return ([objects], set.problems)
+        }
         guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
             placed[file] = nil
-            return ManifestLoader.load(file: file, displayName: file)
+            return whole(ManifestLoader.load(file: file, displayName: file))
         }
         guard let chunks = Self.splitDocuments(text) else {
             placed[file] = nil
-            return ManifestLoader.load(text: text, file: file)
+            return whole(ManifestLoader.load(text: text, file: file))
         }
         let before = placed[file] ?? []
         var now: [PlacedDocument] = []
         now.reserveCapacity(chunks.count)
+        var problems: [ConfigProblem] = []
         for (position, (chunk, firstLine)) in chunks.enumerated() {
             if position < before.count, before[position].firstLine == firstLine, before[position].text == chunk {
                 now.append(before[position])
-                continue
-            }
-            let parsed: ManifestSet
-            if let cached = documents[chunk] {
-                parsed = cached
             } else {
-                parsed = ManifestLoader.load(text: chunk, file: file)
-                documents[chunk] = parsed
+                let parsed: ManifestSet
+                if let cached = documents[chunk] {
+                    parsed = cached
+                } else {
+                    parsed = ManifestLoader.load(text: chunk, file: file)
+                    documents[chunk] = parsed
+                }
+                var shifted = parsed.shiftingLines(by: firstLine - 1, file: file)
+                shifted.files = []
+                let docProblems = shifted.problems
+                shifted.problems = []
+                now.append(PlacedDocument(text: chunk, firstLine: firstLine, objects: shifted, problems: docProblems))
             }
-            var shifted = parsed.shiftingLines(by: firstLine - 1, file: file)
-            shifted.files = []
-            now.append(PlacedDocument(text: chunk, firstLine: firstLine, objects: shifted))
+            problems += now[now.count - 1].problems
         }
         placed[file] = now
-        var set = ManifestSet()
-        set.files = [file]
-        set.merge(now.lazy.map(\.objects))
-        return set
+        return (now.map(\.objects), problems)
     }
 
     /// Documents as (text, first line), split at plain `---` lines; nil when the file uses

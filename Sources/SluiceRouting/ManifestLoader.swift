@@ -57,7 +57,7 @@ public enum ManifestLoader {
         decoder.set.files = [file]
         do {
             // The parser, not compose_all's sequence, so that an error midway is thrown, not dropped.
-            let parser = try Parser(yaml: text, resolver: .basic)
+            let parser = try Parser(yaml: text, resolver: .basic, encoding: .utf8)  // the default reads the environment on every call
             while let doc = try parser.nextRoot() {
                 decoder.document(doc)
             }

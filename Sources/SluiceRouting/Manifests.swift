@@ -158,11 +158,22 @@ public struct ManifestSet: Sendable {
         return s
     }
 
-    /// Appends many sets with one allocation per kind.
-    mutating func merge<S: Collection>(_ others: S) where S.Element == ManifestSet {
-        ingresses.reserveCapacity(ingresses.count + others.reduce(0) { $0 + $1.ingresses.count })
-        services.reserveCapacity(services.count + others.reduce(0) { $0 + $1.services.count })
-        endpoints.reserveCapacity(endpoints.count + others.reduce(0) { $0 + $1.endpoints.count })
+    /// Appends many sets with one allocation per kind (call it once, not in a loop: exact
+    /// reservations defeat the array's geometric growth).
+    mutating func merge(_ others: [ManifestSet]) {
+        var counts = (0, 0, 0, 0, 0)
+        for o in others {
+            counts.0 += o.ingresses.count
+            counts.1 += o.services.count
+            counts.2 += o.endpoints.count
+            counts.3 += o.secrets.count
+            counts.4 += o.ingressClasses.count
+        }
+        ingresses.reserveCapacity(ingresses.count + counts.0)
+        services.reserveCapacity(services.count + counts.1)
+        endpoints.reserveCapacity(endpoints.count + counts.2)
+        secrets.reserveCapacity(secrets.count + counts.3)
+        ingressClasses.reserveCapacity(ingressClasses.count + counts.4)
         for o in others { merge(o) }
     }
 

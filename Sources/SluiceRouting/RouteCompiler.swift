@@ -95,17 +95,17 @@ public enum RouteCompiler {
         }
 
         mutating func run() {
-            let servedOrder = servedIngresses()
+            let servedKeyed = servedIngresses()
+            let servedOrder = servedKeyed.map(\.index)
             let ingresses = set.ingresses
-            self.served = Set(servedOrder.map { ingresses[$0].meta.key })
+            self.served = Set(servedKeyed.map(\.key))
             let served = servedOrder.lazy.map { ingresses[$0] }
             // Reached through `set.ingresses[i]…` projections rather than `for ing in`: a copy of
             // an Ingress retains every string and array in it, and 10,000 of them made up a
             // large part of each reload.
             var routesOfIngress: [Route] = []
-            for i in servedOrder {
+            for (i, key) in servedKeyed {
                 routesOfIngress.removeAll(keepingCapacity: true)
-                let key = set.ingresses[i].meta.key
                 let file = set.ingresses[i].meta.location.file
                 let plainPolicy = set.ingresses[i].policy == PolicyOverrides()
                 for r in set.ingresses[i].rules.indices {
@@ -140,7 +140,7 @@ public enum RouteCompiler {
         /// Ingresses of our class, oldest first (creationTimestamp, then namespace/name), as
         /// positions in `set.ingresses` (sorting the large structs themselves copied each one
         /// many times).
-        mutating func servedIngresses() -> [Int] {
+        mutating func servedIngresses() -> [(index: Int, key: String)] {
             var classes: [String: IngressClass] = [:]
             for c in set.ingressClasses { classes[c.meta.name] = c }
             let defaultClass = set.ingressClasses.first { $0.isDefault }
@@ -166,7 +166,7 @@ public enum RouteCompiler {
             return keys.sorted { a, b in
                 if a.0 != b.0 { return a.0 < b.0 }
                 return a.1 < b.1
-            }.map(\.2)
+            }.map { (index: $0.2, key: $0.1) }
         }
 
         mutating func hostEntry(_ host: String?) -> Int32 {
