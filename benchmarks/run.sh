@@ -7,7 +7,9 @@
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
 # https: keep-alive over TLS; https-close: a new connection (full handshake) per request;
 # http-close: a new TCP connection per request without TLS; h2: HTTP/2 over TLS with h2load
-# (CONNS connections, 10 streams each), latency percentiles from h2load's per-request log.
+# (CONNS connections, 10 streams each), latency percentiles from h2load's per-request log;
+# idle: IDLE_CONNS keep-alive connections that made one request each and then stay silent, and the
+# proxy's resident memory per connection (benchmarks/idle-clients.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -18,6 +20,10 @@ SIZES=${SIZES:-"13"}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
 SCHEMES=${SCHEMES:-"http"}
 SLUICE=${SLUICE:-.build/release/sluice}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+# Room for the idle scenario's connections (each also needs a descriptor in the proxy).
+WORKER_CONNS=4096
+case " $SCHEMES " in *" idle "*) WORKER_CONNS=$((IDLE_CONNS * 2 + 1000)) ;; esac
 BACKEND_PORT=18080
 # sluice-off: metrics and access log off; sluice-obs: metrics on and a JSON access log to a file
 # (the cost of observability is sluice-obs ÷ sluice-off in the same run).
@@ -67,7 +73,7 @@ worker_processes $w;
 daemon off;
 pid $PWD/$out/nginx-proxy.pid;
 error_log $PWD/$out/nginx-proxy-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $WORKER_CONNS; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -89,7 +95,7 @@ CONF
       cat > "$out/haproxy.cfg" <<CONF
 global
   nbthread $w
-  maxconn 8000
+  maxconn $WORKER_CONNS
 defaults
   mode http
   timeout connect 5s
@@ -133,9 +139,13 @@ for w in $WORKERS; do
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             https-close) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             h2) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
+            idle) url=""; extra=() ;;
           esac
           run="$out/$scheme-w$w-c$c-s$size-r$r-$p"
-          if [ "$scheme" = h2 ]; then
+          if [ "$scheme" = idle ]; then
+            run="$out/$scheme-w$w-c$IDLE_CONNS-s13-r$r-$p"
+            timeout 300 python3 benchmarks/idle-clients.py "${PORT[$p]}" "$IDLE_CONNS" "$pid" > "$run.txt" 2>&1 || true
+          elif [ "$scheme" = h2 ]; then
             # warm the upstream pool, then measure; h2load stops itself after -D seconds
             h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
             h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 || true

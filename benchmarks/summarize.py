@@ -23,6 +23,10 @@ def parse_h2load(path, t):
 
 def parse(path):
     t = path.read_text()
+    if t.startswith("idle:"):
+        m = re.search(r"idle: (\d+) connections, rss before (\d+) KiB, after (\d+) KiB, per connection ([\d.]+) KiB, failed (\d+)", t)
+        # (held connections, KiB per connection, -, failed, "") in the req/s, p50, p99 slots
+        return (float(m.group(4)), float(m.group(1)), None, int(m.group(5)), "") if m else (0.0, None, None, 0, "no result")
     if "h2load" in t or "finished in" in t:
         return parse_h2load(path, t)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
@@ -45,6 +49,9 @@ for f in sorted(out.glob("*-w*-c*-s*-r*-*.txt")):
 print((out / "meta.txt").read_text())
 print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | errors | sluice ÷ proxy (req/s) |")
 print("|---|---:|---:|---:|---|---:|---:|---:|---|---:|")
+idle = {k: v for k, v in runs.items() if k[0] == "idle"}
+for key in idle:
+    del runs[key]
 for key in sorted(runs):
     scheme, w, c, s = key
     med = {}
@@ -63,3 +70,19 @@ for key in sorted(runs):
             ratio = "" if proxy.startswith("sluice") or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
         e = f"{errs} non-2xx" + (f"; sockets: {sock}" if sock else "") if errs or sock else "0"
         print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
+
+if idle:
+    print()
+    print("Idle keep-alive connections (one request each, then silent): resident memory per connection,")
+    print("median of the rounds; lower is better, so Sluice's ratio is peer ÷ Sluice.")
+    print()
+    print("| workers | connections | proxy | KiB per connection | failed | peer ÷ sluice |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for key in sorted(idle):
+        _, w, c, _ = key
+        med = {p: (statistics.median(x[0] for x in rs), sum(x[3] for x in rs)) for p, rs in idle[key].items()}
+        for proxy in ["sluice", "nginx", "haproxy"] + sorted(p for p in med if p not in ("sluice", "nginx", "haproxy")):
+            if proxy not in med: continue
+            kib, failed = med[proxy]
+            ratio = "" if proxy == "sluice" or "sluice" not in med or not med["sluice"][0] else f"{kib / med['sluice'][0]:.2f}"
+            print(f"| {w} | {c} | {proxy} | {kib:.2f} | {failed} | {ratio} |")
