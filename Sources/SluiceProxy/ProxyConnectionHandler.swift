@@ -497,7 +497,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                         closeAfterFlush()
                         return
                     }
-                    if inbound.readableBytes > 0 && headStartedAt == nil { headStartedAt = .now() }
+                    if inbound.readableBytes > 0 {
+                        if headStartedAt == nil { headStartedAt = .now() }
+                    } else if inbound.capacity > 0 {
+                        // Between requests: let go of the last read's storage (a few KiB that an
+                        // idle keep-alive connection would otherwise hold). `ByteBuffer()` is shared.
+                        inbound = ByteBuffer()
+                    }
                     return
                 case .head(let consumed):
                     headStartedAt = nil
