@@ -12,7 +12,7 @@ LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(ab
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench test-extended fuzz test-sanitizers soak
+.PHONY: run test build deps test-deps bench-deps certs clean bench bench-hotpath test-extended fuzz test-sanitizers soak
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -76,8 +76,14 @@ fuzz: deps
 soak: test-deps build
 	@./scripts/soak.sh
 
+# The side-by-side matrix (about 45 minutes with the defaults), then reloads under load.
+# `make bench-hotpath`: per-operation time, allocations and ARC traffic (ordo-one/benchmark).
 bench: bench-deps build
 	@./benchmarks/run.sh
+	@python3 benchmarks/reload.py
+
+bench-hotpath: deps
+	$(SWIFT) package --package-path benchmarks/hotpath benchmark
 
 clean:
 	rm -rf .build .build-fuzz* .build-asan .build-tsan .fuzz .run

@@ -15,10 +15,15 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-"1 2"}
-CONNS=${CONNS:-"50"}
-SIZES=${SIZES:-"13"}
+# The issue's matrix by default: bodies and 256 connections where they matter (plain keep-alive),
+# 50 and 256 for TLS keep-alive, 50 for handshakes and h2 (h2load -c50 -m10). CONNS and SIZES,
+# when set, apply to every scheme.
+CONNS_SET=${CONNS:-}
+SIZES_SET=${SIZES:-}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
-SCHEMES=${SCHEMES:-"http"}
+SCHEMES=${SCHEMES:-"http https https-close h2 idle"}
+conns_for() { [ -n "$CONNS_SET" ] && { echo "$CONNS_SET"; return; }; case $1 in http|https) echo "50 256" ;; *) echo 50 ;; esac; }
+sizes_for() { [ -n "$SIZES_SET" ] && { echo "$SIZES_SET"; return; }; case $1 in http) echo "13 1024 65536" ;; *) echo 13 ;; esac; }
 SLUICE=${SLUICE:-.build/release/sluice}
 # 9,000 by default: haproxy checks for two descriptors per maxconn at start, and the hard limit
 # here is 20,000 (not raisable in this container); Sluice and nginx run at 10,000 with IDLE_CONNS.
@@ -124,13 +129,13 @@ wait_port $BACKEND_PORT
 {
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024/1024)" GiB"}' /proc/meminfo), $(uname -r)"
   echo "versions: $("$SLUICE" --version 2>/dev/null || echo sluice-dev) | $(nginx -v 2>&1) | $(haproxy -v | head -1) | $(wrk -v 2>&1 | head -1)"
-  echo "settings: rounds=$ROUNDS duration=${DURATION}s workers=[$WORKERS] conns=[$CONNS] sizes=[$SIZES]"
+  echo "settings: rounds=$ROUNDS duration=${DURATION}s workers=[$WORKERS] schemes=[$SCHEMES] conns=[${CONNS_SET:-by scheme}] sizes=[${SIZES_SET:-by scheme}]"
 } > "$out/meta.txt"
 
 for scheme in $SCHEMES; do
 for w in $WORKERS; do
-  for c in $CONNS; do
-    for size in $SIZES; do
+  for c in $(conns_for "$scheme"); do
+    for size in $(sizes_for "$scheme"); do
       for r in $(seq "$ROUNDS"); do
         for p in $PROXIES; do
           pid=$(start_proxy "$p" "$w")
