@@ -39,6 +39,14 @@ static inline long sluice_SSL_CTX_set_session_id_context_default(SSL_CTX *ctx) {
     return SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
 }
 
+static inline int sluice_SSL_set_app_data(SSL *ssl, void *arg) {
+    return SSL_set_app_data(ssl, arg);
+}
+
+static inline void *sluice_SSL_get_app_data(const SSL *ssl) {
+    return SSL_get_app_data(ssl);
+}
+
 static inline size_t sluice_BIO_pending(BIO *b) {
     return (size_t)BIO_pending(b);
 }

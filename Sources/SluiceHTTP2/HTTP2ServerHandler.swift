@@ -38,6 +38,12 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
         session.delegate = delegate
     }
 
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        // Break the handler ↔ context cycle (NIO leaves it): a closed connection must not keep
+        // its pipeline, session and delegate alive.
+        self.context = nil
+    }
+
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if context.channel.isActive { start(context: context) }

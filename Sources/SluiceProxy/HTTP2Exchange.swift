@@ -150,8 +150,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
-                                        framing: framing, ids: &connection.ids)
-        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.ids.last) }
+                                        framing: framing, ids: &connection.loop.ids)
+        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
         requestHead = out
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()

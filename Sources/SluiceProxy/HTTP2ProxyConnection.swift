@@ -12,7 +12,6 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     /// coalesce h2 connections across the hosts a certificate names.
     let sniCertificate: ObjectIdentifier?
     private(set) var client: ClientInfo
-    var ids = RequestIDGenerator()
     private(set) weak var handler: HTTP2ServerHandler?
     private(set) var context: ChannelHandlerContext?
     private var exchanges: [Int32: HTTP2Exchange] = [:]
@@ -59,6 +58,8 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         let open = exchanges.values
         exchanges = [:]
         for ex in open { ex.abandon() }
+        // The context holds the session handler, which holds this connection as its delegate.
+        context = nil
     }
 
     // MARK: - Stream events

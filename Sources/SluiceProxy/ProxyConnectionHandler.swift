@@ -20,6 +20,9 @@ final class EventLoopContext: @unchecked Sendable {
 
     /// This loop's position among the workers (its slot in pools' per-loop state).
     let index: Int
+    /// Request ids for requests that come without one: one generator per loop, seeded once
+    /// (seeding one per connection cost two getrandom calls on every accept).
+    var ids = RequestIDGenerator()
 
     init(eventLoop: EventLoop, index: Int = 0, config: ConfigStore, settings: ProxySettings, logger: Logger, listeners: ListenerInfo) {
         self.eventLoop = eventLoop
@@ -222,7 +225,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var parser: HTTP1Parser
     private var inbound = ByteBuffer()
     private var client: ClientInfo
-    private var ids = RequestIDGenerator()
     private var phase = Phase.awaitingHead
     private var phaseSince = NIODeadline.now()
     private var headStartedAt: NIODeadline? = nil
@@ -299,6 +301,16 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The handler and its context hold each other, and NIO does not break that: without
+        // this, every closed connection kept its handler, context and pipeline for good.
+        // Nothing reaches `context` afterwards: the phase is `.closing` (timer and connect
+        // callbacks check it) and the upstream dropped this delegate when it was closed.
+        timer?.cancel()
+        timer = nil
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -681,9 +693,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         inbound.withUnsafeReadableBytes { p in
             ForwardedHeads.writeRequestHead(
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
-                upgrade: upgradeRequested, ids: &ids)
+                upgrade: upgradeRequested, ids: &loop.ids)
         }
-        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(ids.last) }
+        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)

@@ -15,8 +15,11 @@ final class TLSConnection {
     private let rbio: OpaquePointer
     private let wbio: OpaquePointer
 
-    init(front: TLSContext) throws {
-        guard let ssl = SSL_new(front.ctx) else { throw TLSError("SSL_new") }
+    /// `initial`: the context the handshake starts on; `store`: where the SNI callback looks
+    /// (it must outlive the connection).
+    init(initial: TLSContext, store: CertificateStoreBox) throws {
+        guard let ssl = SSL_new(initial.ctx) else { throw TLSError("SSL_new") }
+        _ = sluice_SSL_set_app_data(ssl, Unmanaged.passUnretained(store).toOpaque())
         guard let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else {
             SSL_free(ssl)
             throw TLSError("BIO_new")

@@ -76,22 +76,14 @@ public final class TLSContext: @unchecked Sendable {
         subject = String(decoding: cn.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// A context without a certificate: the one every connection starts on. Its SNI callback moves
-    /// each connection to the right certificate, and it keeps the session cache and ticket keys,
-    /// so that resumption survives configuration reloads.
-    init(front store: CertificateStoreBox, ticketRotation: Double) throws {
+    /// A context without a certificate: the one a connection starts on when there is no default
+    /// certificate (SNI must then name one).
+    init(front ticketRotation: Double) throws {
         guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
         self.ctx = ctx
         subject = "(front)"
         Self.applyPolicy(ctx)
-        _ = sluice_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_SERVER))
-        _ = sluice_SSL_CTX_sess_set_cache_size(ctx, 20_000)
-        _ = sluice_SSL_CTX_set_tlsext_servername_callback(ctx, sluiceServerNameCallback)
-        _ = sluice_SSL_CTX_set_tlsext_servername_arg(ctx, Unmanaged.passUnretained(store).toOpaque())
         TicketKeyRing.shared.withLock { $0 = TicketKeyRing(rotation: ticketRotation) }
-        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, sluiceTicketKeyCallback)
-        // One TLS 1.3 ticket per handshake instead of two: each costs an encryption.
-        SSL_CTX_set_num_tickets(ctx, 1)
     }
 
     deinit {
@@ -108,6 +100,17 @@ public final class TLSContext: @unchecked Sendable {
         _ = sluice_SSL_CTX_set_mode(ctx, Int(SSL_MODE_RELEASE_BUFFERS))
         // ALPN is answered from the context SNI switched to, so every context carries it.
         SSL_CTX_set_alpn_select_cb(ctx, sluiceALPNCallback, nil)
+        // A connection starts on the default certificate's context (or the front one) and keeps
+        // that context's session cache whatever SNI picks, so every context can be the first:
+        // each has a cache, the SNI callback and the process's ticket keys. Starting on the
+        // default certificate spares the handshakes without SNI (or for the default) the
+        // SSL_set_SSL_CTX switch, which copies the certificate state of the connection.
+        _ = sluice_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_SERVER))
+        _ = sluice_SSL_CTX_sess_set_cache_size(ctx, 20_000)
+        _ = sluice_SSL_CTX_set_tlsext_servername_callback(ctx, sluiceServerNameCallback)
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, sluiceTicketKeyCallback)
+        // One TLS 1.3 ticket per handshake instead of two: each costs an encryption.
+        SSL_CTX_set_num_tickets(ctx, 1)
     }
 }
 
@@ -116,14 +119,16 @@ public final class TLSContext: @unchecked Sendable {
 /// SNI: move the connection to the certificate for its server name (exact, then wildcard, then
 /// the default); refuse the handshake when there is none.
 private let sluiceServerNameCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?) -> Int32 = { ssl, alert, arg in
-    guard let ssl, let arg else { return SSL_TLSEXT_ERR_ALERT_FATAL }
-    let box = Unmanaged<CertificateStoreBox>.fromOpaque(arg).takeUnretainedValue()
+    // The store comes with the connection (its app data), not the context: contexts are shared
+    // by every listener and outlive reloads.
+    guard let ssl, let data = sluice_SSL_get_app_data(ssl) else { return SSL_TLSEXT_ERR_ALERT_FATAL }
+    let box = Unmanaged<CertificateStoreBox>.fromOpaque(data).takeUnretainedValue()
     let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name).map { String(cString: $0) }
     guard let chosen = box.current.context(for: name) else {
         alert?.pointee = SSL_AD_UNRECOGNIZED_NAME
         return SSL_TLSEXT_ERR_ALERT_FATAL
     }
-    SSL_set_SSL_CTX(ssl, chosen.ctx)
+    if SSL_get_SSL_CTX(ssl) != chosen.ctx { SSL_set_SSL_CTX(ssl, chosen.ctx) }
     return SSL_TLSEXT_ERR_OK
 }
 

@@ -47,7 +47,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        connection = try? TLSConnection(front: front)
+        connection = try? TLSConnection(initial: store.current.defaultContext ?? front, store: store)
         if connection == nil { context.close(promise: nil) }
     }
 
@@ -207,7 +207,7 @@ public final class TLSFrontContext: Sendable {
     public init(store: CertificateStore, ticketRotation: Double = 12 * 3600) throws {
         let box = CertificateStoreBox(store)
         self.store = box
-        self.context = try TLSContext(front: box, ticketRotation: ticketRotation)
+        self.context = try TLSContext(front: ticketRotation)
     }
 }
 

@@ -43,6 +43,32 @@ struct LimitsTests {
         #expect(s.proxy.output.contains("connection limit reached"))
     }
 
+    /// Every connection's handler and pipeline must go when it closes. (They did not: the
+    /// handler held its context, the context its handler, and each closed connection kept
+    /// about 2.5 KiB for good; keep-alive load never showed it.)
+    @Test func closedConnectionsGiveTheirMemoryBack() throws {
+        let s = try Stack(proxyArguments: ["--workers", "1"])
+        // Warm: the allocator's arenas reach their working size.
+        _ = try run("wrk", ["-t1", "-c20", "-d1s", "-H", "Connection: close", "\(s.base)/"], timeout: 30)
+        usleep(300_000)
+        let before = s.proxy.memoryKiB(peak: false) ?? 0
+        let load = try run("wrk", ["-t1", "-c20", "-d3s", "-H", "Connection: close", "\(s.base)/"], timeout: 30)
+        let requests = Int(load.stdout.firstMatch(of: /(\d+) requests in/)?.1 ?? "0") ?? 0
+        // HTTP/2 (prior knowledge) connections too: 40 at a time, two requests each.
+        var h2Connections = 0
+        for _ in 0..<25 {
+            let h2 = try run("h2load", ["-c", "40", "-n", "80", "\(s.base)/h2"], timeout: 30)
+            if h2.stdout.contains("80 succeeded") { h2Connections += 40 }
+        }
+        usleep(300_000)
+        let after = s.proxy.memoryKiB(peak: false) ?? 0
+        #expect(requests > 5_000, "wrk made too few connections to tell: \(load.stdout)")
+        #expect(h2Connections == 1_000)
+        let perConnection = Double(after - before) * 1024 / Double(max(1, requests + h2Connections))
+        #expect(after - before < 6 * 1024 && perConnection < 200,
+                "RSS \(before) → \(after) KiB over \(requests) HTTP/1.1 and \(h2Connections) HTTP/2 connections (\(Int(perConnection)) B each)")
+    }
+
     @Test func aClientThatStopsReadingDoesNotMakeTheProxyBuffer() throws {
         let s = try Stack()
         let before = s.proxy.memoryKiB(peak: false) ?? 0
