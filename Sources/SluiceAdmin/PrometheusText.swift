@@ -64,6 +64,8 @@ enum PrometheusText {
         out += "sluice_http2_connections_total \(c.h2Connections)\n"
         family("sluice_tls_handshakes_total", "counter", "Completed TLS handshakes.")
         out += "sluice_tls_handshakes_total \(c.tlsHandshakes)\n"
+        family("sluice_tls_resumed_handshakes_total", "counter", "Completed TLS handshakes that resumed a session (ticket or cache).")
+        out += "sluice_tls_resumed_handshakes_total \(c.tlsResumed)\n"
         family("sluice_tls_handshake_failures_total", "counter", "TLS handshakes refused or broken.")
         out += "sluice_tls_handshake_failures_total \(c.tlsFailures)\n"
 

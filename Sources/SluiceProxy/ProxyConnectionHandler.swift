@@ -467,7 +467,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         if let done = event as? TLSHandshakeCompleted {
-            if settings.metricsEnabled { loop.metrics.tlsHandshake(failed: false) }
+            if settings.metricsEnabled { loop.metrics.tlsHandshake(failed: false, resumed: done.resumed) }
             sniCertificate = done.certificate
             if done.alpn == "h2" { switchToHTTP2(context: context, initial: nil) }
             return
@@ -689,7 +689,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .contentLength(let n): forwardFraming = .contentLength(n)
         case .none, .closeDelimited: forwardFraming = .none
         }
-        var out = context.channel.allocator.buffer(capacity: head.headLength + 320)
+        var out = Self.reuse(&requestHeadScratch, capacity: head.headLength + 320)
         inbound.withUnsafeReadableBytes { p in
             ForwardedHeads.writeRequestHead(
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
@@ -698,6 +698,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
+        requestHeadScratch = out
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
@@ -925,13 +926,30 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func writeResponseHead(_ head: HTTP1Head, buffer: ByteBuffer, keepCL: Bool, chunked: Bool, connection: ConnectionDirective) {
-        var out = context.channel.allocator.buffer(capacity: head.headLength + 64)
+        var out = Self.reuse(&responseHeadScratch, capacity: head.headLength + 64)
         buffer.withUnsafeReadableBytes { p in
             ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
                                              connection: connection, extra: head.isInformational ? nil : responseExtra)
         }
         record.bytesOut += out.readableBytes
         context.write(wrapOutboundOut(out), promise: nil)
+        responseHeadScratch = out
+    }
+
+    // MARK: - Head buffers
+
+    /// The heads this connection wrote last, kept to be written over: once NIO has sent one,
+    /// its storage is referenced only here again and `clear` reuses it, so a keep-alive request
+    /// costs no allocation for its two heads. A head still queued (a pipelined burst, a slow
+    /// client) makes `clear` copy, as it must.
+    private var requestHeadScratch = ByteBuffer()
+    private var responseHeadScratch = ByteBuffer()
+
+    private static func reuse(_ scratch: inout ByteBuffer, capacity: Int) -> ByteBuffer {
+        var b = scratch
+        scratch = ByteBuffer()  // our second reference would make `clear` copy
+        b.clear(minimumCapacity: capacity)
+        return b
     }
 
     /// The proxy's own response lines: HSTS and the affinity cookie.

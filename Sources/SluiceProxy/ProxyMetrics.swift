@@ -143,6 +143,8 @@ public final class LoopMetrics: @unchecked Sendable {
         public var series: [Series] = []
         public var endpoints: [EndpointSeries] = []
         public var tlsHandshakes = 0
+        /// Of those, abbreviated ones (a session ticket or cached session was accepted).
+        public var tlsResumed = 0
         public var tlsFailures = 0
         public var h2Connections = 0
         public var circuitRejections = 0
@@ -155,6 +157,7 @@ public final class LoopMetrics: @unchecked Sendable {
             if endpoints.count < o.endpoints.count { endpoints += Array(repeating: EndpointSeries(), count: o.endpoints.count - endpoints.count) }
             for i in o.endpoints.indices { endpoints[i].add(o.endpoints[i]) }
             tlsHandshakes += o.tlsHandshakes
+            tlsResumed += o.tlsResumed
             tlsFailures += o.tlsFailures
             h2Connections += o.h2Connections
             circuitRejections += o.circuitRejections
@@ -191,8 +194,9 @@ public final class LoopMetrics: @unchecked Sendable {
         if failed { counters.endpoints[i].failures += 1 }
     }
 
-    func tlsHandshake(failed: Bool) {
+    func tlsHandshake(failed: Bool, resumed: Bool = false) {
         if failed { counters.tlsFailures += 1 } else { counters.tlsHandshakes += 1 }
+        if resumed { counters.tlsResumed += 1 }
     }
 
     func h2Connection() { counters.h2Connections += 1 }

@@ -82,15 +82,14 @@ final class TLSConnection {
         return failure ?? .done
     }
 
-    /// Everything OpenSSL wants to send, in one buffer.
-    func drainCiphertext(allocator: ByteBufferAllocator) -> ByteBuffer? {
-        let pending = sluice_BIO_pending(wbio)
-        if pending == 0 { return nil }
-        var out = allocator.buffer(capacity: pending)
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { p in
-            Int(BIO_read(wbio, p.baseAddress, Int32(pending)))
+    /// How many bytes of ciphertext OpenSSL has ready to send.
+    var pendingCiphertext: Int { sluice_BIO_pending(wbio) }
+
+    /// Moves `count` bytes of ciphertext (see `pendingCiphertext`) into `out`.
+    func drainCiphertext(into out: inout ByteBuffer, count: Int) {
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { p in
+            Int(BIO_read(wbio, p.baseAddress, Int32(count)))
         }
-        return out
     }
 
     func shutdown() {

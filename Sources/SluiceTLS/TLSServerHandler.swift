@@ -71,7 +71,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
                 let queued = pendingWrites
                 pendingWrites = []
                 for (b, p) in queued { write(context: context, data: wrapOutboundOut(b), promise: p) }
-                context.flush()
+                flush(context: context)
             case .wantRead:
                 flushCiphertext(context: context)
                 return
@@ -87,22 +87,30 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         readPlaintext(context: context)
     }
 
+    /// Decrypts every complete record into one buffer and passes it on once. The buffer is the
+    /// one passed on last time when the handler above has let go of it (the usual case between
+    /// keep-alive requests), so a request costs no allocation here.
     private func readPlaintext(context: ChannelHandlerContext) {
         guard let connection else { return }
+        var out = Self.reuse(&plaintextScratch, capacity: max(512, min(16 * 1024, fedBytes)))
+        defer { plaintextScratch = out }
         while state == .active || state == .closing {
             let limit = max(512, min(16 * 1024, fedBytes))
-            var out = context.channel.allocator.buffer(capacity: limit)
             switch connection.read(into: &out, limit: limit) {
             case .done:
-                if out.readableBytes > 0 {
+                // Pass on what there is before it grows past a few records.
+                if out.readableBytes >= 64 * 1024 {
                     firedRead = true
                     context.fireChannelRead(wrapInboundOut(out))
+                    out = context.channel.allocator.buffer(capacity: limit)
                 }
             case .wantRead:
+                passOn(&out, context: context)
                 // TLS 1.3 tickets and key updates produce output while reading.
                 flushCiphertext(context: context)
                 return
             case .closed:
+                passOn(&out, context: context)
                 // close_notify from the peer: the plaintext stream ended.
                 flushCiphertext(context: context)
                 context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
@@ -113,6 +121,36 @@ public final class TLSServerHandler: ChannelDuplexHandler {
                 return
             }
         }
+    }
+
+    private func passOn(_ out: inout ByteBuffer, context: ChannelHandlerContext) {
+        guard out.readableBytes > 0 else { return }
+        firedRead = true
+        context.fireChannelRead(wrapInboundOut(out))
+    }
+
+    // MARK: - Reused buffers
+
+    /// The last plaintext passed up and the last ciphertext written, kept to be written over once
+    /// nobody else holds them (`clear` copies when someone still does, as it must).
+    private var plaintextScratch = ByteBuffer()
+    private var ciphertextScratch = ByteBuffer()
+
+    private static func reuse(_ scratch: inout ByteBuffer, capacity: Int) -> ByteBuffer {
+        var b = scratch
+        scratch = ByteBuffer()  // our own second reference would make `clear` copy
+        b.clear(minimumCapacity: capacity)
+        return b
+    }
+
+    private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {
+        guard let connection else { return nil }
+        let pending = connection.pendingCiphertext
+        if pending == 0 { return nil }
+        var out = Self.reuse(&ciphertextScratch, capacity: pending)
+        connection.drainCiphertext(into: &out, count: pending)
+        ciphertextScratch = out
+        return out
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
@@ -126,7 +164,10 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         let plaintext = unwrapOutboundIn(data)
         if plaintext.readableBytes == 0 {
             // An empty write is a flush barrier (close after flush): it must never wait for a
-            // handshake that may never finish.
+            // handshake that may never finish, and it must come after what was encrypted.
+            if encryptGathered(context: context), let cipher = drainCiphertext(context: context) {
+                context.write(wrapOutboundOut(cipher), promise: nil)
+            }
             context.write(wrapOutboundOut(plaintext), promise: promise)
             return
         }
@@ -134,13 +175,29 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         case .handshaking:
             pendingWrites.append((plaintext, promise))
         case .active:
-            guard let connection else { return }
+            // Small writes are gathered and encrypted together at flush: a response head and
+            // body written apart become one record, and each SSL_write costs OpenSSL several
+            // allocations. Large ones go straight in (after what was gathered, in order).
+            if promise == nil && plaintext.readableBytes < Self.gatherLimit {
+                if gathered.readableBytes == 0 { gathered.clear() }  // keeps its storage, grows to the usual size
+                var p = plaintext
+                gathered.writeBuffer(&p)
+                if gathered.readableBytes >= Self.gatherLimit { _ = encryptGathered(context: context) }
+                return
+            }
+            guard encryptGathered(context: context), let connection else {
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                return
+            }
             switch connection.write(plaintext) {
             case .done, .wantRead:
-                if let cipher = connection.drainCiphertext(allocator: context.channel.allocator) {
-                    context.write(wrapOutboundOut(cipher), promise: promise)
-                } else {
-                    promise?.succeed(())
+                // Sent at flush; a write that wants its promise sends what is pending with it.
+                if let promise {
+                    if let cipher = drainCiphertext(context: context) {
+                        context.write(wrapOutboundOut(cipher), promise: promise)
+                    } else {
+                        promise.succeed(())
+                    }
                 }
             case .closed, .failed:
                 promise?.fail(ChannelError.ioOnClosedChannel)
@@ -150,6 +207,38 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         case .closing, .closed:
             promise?.fail(ChannelError.ioOnClosedChannel)
         }
+    }
+
+    /// Plaintext written since the last flush, not yet encrypted (reused: it is only ever read
+    /// by SSL_write, which copies).
+    private var gathered = ByteBuffer()
+    private static let gatherLimit = 16 * 1024
+
+    /// Encrypts what was gathered; false when the connection failed (and is closing).
+    private func encryptGathered(context: ChannelHandlerContext) -> Bool {
+        guard gathered.readableBytes > 0 else { return state == .active }
+        guard state == .active, let connection else {
+            gathered.clear()
+            return false
+        }
+        let result = connection.write(gathered)
+        gathered.moveReaderIndex(to: gathered.writerIndex)
+        switch result {
+        case .done, .wantRead:
+            return true
+        case .closed, .failed:
+            state = .closed
+            context.close(promise: nil)
+            return false
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        _ = encryptGathered(context: context)
+        if state == .active, let cipher = drainCiphertext(context: context) {
+            context.write(wrapOutboundOut(cipher), promise: nil)
+        }
+        context.flush()
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -176,9 +265,10 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             context.close(mode: mode, promise: promise)
             return
         }
+        _ = encryptGathered(context: context)
         state = .closing
         connection.shutdown()
-        if let notify = connection.drainCiphertext(allocator: context.channel.allocator) {
+        if let notify = drainCiphertext(context: context) {
             context.writeAndFlush(wrapOutboundOut(notify), promise: nil)
         }
         state = .closed
@@ -192,7 +282,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     private func flushCiphertext(context: ChannelHandlerContext) {
-        guard let connection, let out = connection.drainCiphertext(allocator: context.channel.allocator) else { return }
+        guard let out = drainCiphertext(context: context) else { return }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 }

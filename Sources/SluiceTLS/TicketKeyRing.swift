@@ -75,9 +75,11 @@ private func setMAC(_ hctx: OpaquePointer?, _ key: [UInt8]) -> Bool {
     }
 }
 
-/// Encrypts new tickets with the current key; decrypts with the current or the previous one
-/// (returning 2 to have OpenSSL issue a fresh ticket); 0 for unknown keys (a full handshake).
-let sluiceTicketKeyCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt8>?, OpaquePointer?, OpaquePointer?, Int32) -> Int32 = { _, name, iv, cctx, hctx, enc in
+/// Encrypts new tickets with the current key; decrypts with the current or the previous one;
+/// 0 for unknown keys (a full handshake). Returns 2 (OpenSSL then issues a fresh ticket) for the
+/// previous key, and always with TLS 1.3: a client uses a TLS 1.3 ticket once, so without a new
+/// one a client that reconnects in a loop resumed only every other connection.
+let sluiceTicketKeyCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt8>?, OpaquePointer?, OpaquePointer?, Int32) -> Int32 = { ssl, name, iv, cctx, hctx, enc in
     guard let name, let iv, let ring = TicketKeyRing.shared.withLock({ $0 }) else { return -1 }
     if enc == 1 {
         let k = ring.current
@@ -88,5 +90,5 @@ let sluiceTicketKeyCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointe
     }
     guard let (k, isCurrent) = ring.key(named: name) else { return 0 }
     guard EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nil, k.aes, iv) == 1, setMAC(hctx, k.hmac) else { return -1 }
-    return isCurrent ? 1 : 2
+    return isCurrent && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2
 }

@@ -98,6 +98,22 @@ struct TLSTests {
         }
     }
 
+    /// A TLS 1.3 ticket is used once; each resumption must hand out a new one, or a client that
+    /// reconnects in a loop (wrk with `Connection: close`) resumes only every other time.
+    @Test func everyTLS13ResumptionGetsAFreshTicket() throws {
+        let f = try Fixture()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-chain-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try f.sClient(["-servername", "shop.local", "-tls1_3", "-sess_out", dir + "/0"]).contains("New, "))
+        for i in 1...3 {
+            // Each connection resumes with the ticket the previous one (itself resumed) received.
+            let out = try f.sClient(["-servername", "shop.local", "-tls1_3", "-sess_in", dir + "/\(i - 1)", "-sess_out", dir + "/\(i)"])
+            #expect(out.contains("Reused, "), "resumption \(i) was a full handshake: \(out.prefix(400))")
+            #expect(out.contains("New Session Ticket arrived"), "resumption \(i) got no new ticket")
+        }
+    }
+
     @Test func ticketKeysRotateAndThePreviousKeyStillResumes() throws {
         let f = try Fixture(extra: ["--tls-ticket-rotation", "1.5"])
         let sess = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-ticket-\(UUID())").path
