@@ -102,8 +102,9 @@ public final class ProxyServer: Sendable {
     /// Counts a new client connection; at the limit the listeners stop accepting (the kernel's
     /// backlog holds new connections) until one closes.
     private func countConnection(_ channel: Channel) {
-        let n = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        // Counted only under a limit (without one nothing reads it, and it was never decremented).
         guard let max = settings.maxConnections else { return }
+        let n = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
         if n >= max { setAccepting(false) }
         channel.closeFuture.whenComplete { _ in
             let left = self.openConnections.wrappingSubtract(1, ordering: .relaxed).newValue
