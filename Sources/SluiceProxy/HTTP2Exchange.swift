@@ -148,13 +148,20 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 413, detail: "the body (\(n) bytes) is larger than \(limit) bytes")
             return
         }
-        var out = ByteBufferAllocator().buffer(capacity: stream.headerBytes.count + 384)
+        var out = connection.headBuffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.loop.ids)
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
         requestHead = out
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
+    }
+
+    /// No replay is possible any more: the head goes back to the connection to be written over.
+    private func releaseRequestHead() {
+        guard let head = requestHead else { return }
+        requestHead = nil
+        connection.recycle(head)
     }
 
     // MARK: - Attempts (the choices are `UpstreamAttempts`', shared with ProxyConnectionHandler)
@@ -327,7 +334,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private func writeBody(_ b: ByteBuffer) {
         guard let upstream, b.readableBytes > 0 else { return }
         bodySent = true
-        requestHead = nil
+        releaseRequestHead()
         if framing == .chunked {
             var h = ByteBufferAllocator().buffer(capacity: 20)
             ForwardedHeads.writeChunkHeader(&h, size: b.readableBytes)
@@ -390,7 +397,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             record.upstreamStatus = head.status
             if retry(after: .invalidResponse(HTTP1ParseError(.malformed, "gateway error from upstream")), replayable: false) { return }
         }
-        requestHead = nil
+        releaseRequestHead()
         record.upstreamStatus = head.status
         record.upstreamDone(now: .now())
         responseStatus = head.status
@@ -591,7 +598,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             upstream.close()
         }
         state = .done
-        requestHead = nil
+        releaseRequestHead()
         releaseWindowForDroppedBody()
         guard let session else { return }
         let phrase = LocalResponse.reasonPhrase(status)

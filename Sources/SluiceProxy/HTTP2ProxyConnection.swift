@@ -32,6 +32,23 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     var session: HTTP2Session? { handler?.session }
     var settings: ProxySettings { loop.settings }
 
+    // MARK: - Reused head buffers
+
+    /// Upstream request heads of finished streams, written over by later ones: once NIO has sent
+    /// one, its storage is referenced only here and `clear` reuses it (no allocation per stream);
+    /// one still queued makes `clear` copy, as it must.
+    private var spareHeads: [ByteBuffer] = []
+
+    func headBuffer(capacity: Int) -> ByteBuffer {
+        var b = spareHeads.popLast() ?? ByteBuffer()
+        b.clear(minimumCapacity: capacity)
+        return b
+    }
+
+    func recycle(_ head: ByteBuffer) {
+        if spareHeads.count < 8 { spareHeads.append(head) }
+    }
+
     // MARK: - Connection events
 
     func http2ConnectionStarted(_ handler: HTTP2ServerHandler, context: ChannelHandlerContext) {
