@@ -12,7 +12,11 @@ public final class ConfigLoader: Sendable {
     public let rulesDirectory: String
     public let options: RoutingOptions
     public let fallback: BackendPool?
-    private let cache = Mutex(ManifestCache())
+    private let cache: Mutex<ManifestCache> = {
+        let c = ManifestCache()
+        c.settleTime = 0.05
+        return Mutex(c)
+    }()
     /// Contexts by certificate + key text, reused across reloads.
     private let contexts = Mutex<[String: TLSContext]>([:])
 
@@ -24,7 +28,10 @@ public final class ConfigLoader: Sendable {
 
     public func load(generation: Int) -> (snapshot: ConfigSnapshot, compiled: CompiledRoutes, filesOnLastGood: Set<String>) {
         let t0 = ContinuousClock.now
-        let (manifests, lastGood) = cache.withLock { c in (c.load(directory: rulesDirectory), c.filesOnLastGood) }
+        let (manifests, lastGood, unsettled) = cache.withLock { c in
+            (c.load(directory: rulesDirectory), c.filesOnLastGood, c.unsettledFiles)
+        }
+        unsettledFiles.withLock { $0 = unsettled }
         let t1 = ContinuousClock.now
         var compiled = RouteCompiler.compile(manifests, options: options)
         let t2 = ContinuousClock.now
@@ -113,6 +120,10 @@ public final class ConfigLoader: Sendable {
         cache.withLock { ($0.files, $0.filesOnLastGood) }
     }
 
+    /// Files the last load left at their previous version because they had only just changed
+    /// (possibly mid-write); another load picks them up once they settle.
+    public let unsettledFiles = Mutex<Set<String>>([])
+
     /// Durations of the last load: files, compile, snapshot (for the reload log line).
     public let lastTimings = Mutex<(Duration, Duration, Duration)>((.zero, .zero, .zero))
 }
@@ -166,6 +177,13 @@ public final class ReloadCoordinator: Sendable {
             ProcessMetrics.shared.generation.store(next, ordering: .relaxed)
             if !compiled.errors.isEmpty { ProcessMetrics.shared.reloadFailures.wrappingIncrement(ordering: .relaxed) }
             afterSwap()
+            if !loaderRef.unsettledFiles.withLock({ $0.isEmpty }) {
+                // Files that had just changed kept their previous version: look again once
+                // they have settled.
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(60)) { [self] in
+                    reload(reason: "files settling")
+                }
+            }
             let swapped = ContinuousClock.now
             let summary = Self.diff(old.table, snapshot.table)
             let (tl, tc, ts) = loaderRef.lastTimings.withLock { $0 }

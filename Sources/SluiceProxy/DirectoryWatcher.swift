@@ -76,13 +76,18 @@ public final class DirectoryWatcher: @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: 64 * 1024)
         var pendingSince: Double? = nil
         var lastEvent = 0.0
+        // Files modified and not yet closed by their writer. An in-place save truncates first
+        // and writes after; while such a write is open the reload waits, for at most one more
+        // `maxDelay`. (A write that starts after this check is caught by ManifestCache's settle
+        // time instead.)
+        var writing = Set<String>()
         while !stopped.withLock({ $0 }) {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let timeoutMS: Int32
             if let first = pendingSince {
                 let now = Self.now()
                 let due = min(lastEvent + debounce, first + maxDelay)
-                timeoutMS = Int32(max(0, (due - now) * 1000))
+                timeoutMS = Int32(max(writing.isEmpty ? 0 : 5, (due - now) * 1000))
             } else {
                 timeoutMS = 200
             }
@@ -106,6 +111,9 @@ public final class DirectoryWatcher: @unchecked Sendable {
                             if FileManager.default.fileExists(atPath: dir + "/" + name, isDirectory: &isDir), isDir.boolValue { newDirs = true }
                         }
                         if mask & UInt32(IN_IGNORED) != 0 { watches[wd] = nil }
+                        let key = "\(wd)/\(name)"
+                        if mask & UInt32(IN_MODIFY) != 0 { writing.insert(key) }
+                        if mask & UInt32(IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE) != 0 { writing.remove(key) }
                         off += MemoryLayout<inotify_event>.size + len
                     }
                     if newDirs { for r in roots { addTree(r) } }
@@ -116,8 +124,10 @@ public final class DirectoryWatcher: @unchecked Sendable {
             }
             if let first = pendingSince {
                 let now = Self.now()
-                if now - lastEvent >= debounce || now - first >= maxDelay {
+                let due = now - lastEvent >= debounce || now - first >= maxDelay
+                if due && (writing.isEmpty || now - first >= 2 * maxDelay) {
                     pendingSince = nil
+                    writing.removeAll()
                     onChange()
                 }
             }

@@ -36,6 +36,20 @@ public final class ManifestCache: @unchecked Sendable {
 
     public init() {}
 
+    /// A file whose modification time is younger than this may be in the middle of a write (an
+    /// in-place save truncates, then writes): it keeps its previous version for now, and the
+    /// caller loads again shortly (`unsettledFiles`). A reload after the usual debounce never
+    /// waits for it; reloads forced in the middle of a stream of writes do. 0 (the default)
+    /// turns it off; the live server sets it.
+    public var settleTime = 0.0
+    /// Files left at their previous version by the last load because they had just changed.
+    public private(set) var unsettledFiles: Set<String> = []
+    private var loadedOnce = false
+    /// When a file that had objects was first seen empty (monotonic seconds). An in-place save
+    /// truncates before it writes, and a writer can be descheduled in between for longer than
+    /// `settleTime`: an emptied file is believed only once it has stayed empty for a while.
+    private var emptySince: [String: Double] = [:]
+
     /// Files whose current version has errors and which serve their last good version instead.
     public private(set) var filesOnLastGood: Set<String> = []
 
@@ -52,9 +66,35 @@ public final class ManifestCache: @unchecked Sendable {
         var seen = Set<String>()
         var onLastGood = Set<String>()
         var documentsInOrder: [ManifestSet] = []
+        var unsettled = Set<String>()
+        let now = Self.wallClock()
+        defer {
+            unsettledFiles = unsettled
+            loadedOnce = true
+        }
         for file in ManifestLoader.files(in: directory) {
             seen.insert(file)
             guard let sig = Self.signature(file) else { continue }
+            let age = now - (Double(sig.mtimeSec) + Double(sig.mtimeNsec) / 1e9)
+            var justEmptied = false
+            if sig.size == 0, let e = entries[file], e.signature != sig, e.contribution.contains(where: { !$0.isEmpty }) {
+                let t = Self.monotonic()
+                let since = emptySince[file] ?? t
+                emptySince[file] = since
+                justEmptied = t - since < 2 * settleTime
+            } else if sig.size > 0 {
+                emptySince[file] = nil
+            }
+            if loadedOnce, entries[file]?.signature != sig, justEmptied || (age >= 0 && age < settleTime) {
+                unsettled.insert(file)
+                if let e = entries[file] {
+                    set.files.append(file)
+                    documentsInOrder += e.contribution
+                    set.problems += e.problems
+                    if e.lastGood != nil && e.problems.contains(where: { $0.severity == .error }) { onLastGood.insert(file) }
+                }
+                continue
+            }
             set.files.append(file)
             if let e = entries[file], e.signature == sig {
                 documentsInOrder += e.contribution
@@ -80,6 +120,7 @@ public final class ManifestCache: @unchecked Sendable {
         set.merge(documentsInOrder)
         for gone in entries.keys where !seen.contains(gone) {
             entries[gone] = nil
+            emptySince[gone] = nil
             placed[gone] = nil
         }
         if documents.count > 4 * max(1, set.ingresses.count + set.services.count + set.endpoints.count + 64) {
@@ -174,6 +215,18 @@ public final class ManifestCache: @unchecked Sendable {
             }
             return chunks
         }
+    }
+
+    static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    static func wallClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     static func signature(_ path: String) -> Signature? {

@@ -132,6 +132,11 @@ public struct ManifestSet: Sendable {
 
     public init() {}
 
+    /// No objects of any kind.
+    var isEmpty: Bool {
+        ingresses.isEmpty && ingressClasses.isEmpty && services.isEmpty && endpoints.isEmpty && secrets.isEmpty
+    }
+
     /// The same objects with every line number moved by `delta` (a document parsed on its own).
     func shiftingLines(by delta: Int, file: String) -> ManifestSet {
         if delta == 0 { return self }

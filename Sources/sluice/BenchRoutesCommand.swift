@@ -111,6 +111,9 @@ struct BenchRoutes: ParsableCommand {
                 h.write(Data(extra.utf8))
                 h.closeFile()
             }
+            // The server reads a file only after the debounce; a file younger than the cache's
+            // settle time would be left at its previous version.
+            usleep(60_000)
             let t0 = ContinuousClock.now
             _ = loader.load(generation: r + 2)
             let total = ContinuousClock.now - t0

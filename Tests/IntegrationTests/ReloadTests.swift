@@ -72,6 +72,24 @@ struct ReloadTests {
         }
     }
 
+    /// An in-place save truncates the file and writes it after: a reload in between must not
+    /// read the empty file (the routes would vanish until the next reload).
+    @Test func aFileOpenForWritingIsNotReadHalfWritten() throws {
+        let f = try Fixture()
+        #expect(try f.backend() == "blue")
+        let file = f.dir + "/app.yaml"
+        guard let h = FileHandle(forWritingAtPath: file) else { throw TestFailure("cannot open \(file)") }
+        try h.truncate(atOffset: 0)  // IN_MODIFY; the writer has not closed the file yet
+        // Well past the 100 ms debounce, within the 2 s a write in progress may hold a reload.
+        for _ in 0..<10 {
+            usleep(100_000)
+            #expect(try f.backend() == "blue", "the route changed while its file was being written")
+        }
+        try h.write(contentsOf: Data(f.ingress("green").utf8))
+        try h.close()
+        _ = try f.waitFor(backend: "green", timeout: 2.0)
+    }
+
     @Test func rewritesUnderLoadLoseNothing() throws {
         guard let wrk = Paths.tool("wrk") else {
             Issue.record("wrk is not installed (make test installs it)")

@@ -68,4 +68,22 @@ struct ManifestCacheTests {
             }
         }
     }
+
+    /// An in-place save truncates before it writes: a load that lands in between must keep the
+    /// file's objects (and say so), and only a file that stays empty is believed.
+    @Test func aFileSeenEmptyKeepsItsObjectsUntilItStaysEmpty() throws {
+        let dir = try folder(["r.yaml": services + ingress("one", paths: [("one.test", "/", "Prefix", "a")])])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = ManifestCache()
+        cache.settleTime = 0.05
+        #expect(cache.load(directory: dir).ingresses.count == 1)
+        try "".write(toFile: dir + "/r.yaml", atomically: false, encoding: .utf8)
+        let during = cache.load(directory: dir)
+        #expect(during.ingresses.count == 1, "a just-emptied file was believed at once")
+        #expect(cache.unsettledFiles == [dir + "/r.yaml"])
+        usleep(150_000)
+        let after = cache.load(directory: dir)
+        #expect(after.ingresses.isEmpty && after.services.isEmpty, "a file that stayed empty must be applied")
+        #expect(cache.unsettledFiles.isEmpty)
+    }
 }
