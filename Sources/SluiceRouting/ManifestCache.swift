@@ -140,7 +140,7 @@ public final class ManifestCache: @unchecked Sendable {
             objects.files = []
             return ([objects], set.problems)
         }
-        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+        guard let bytes = readFile(file), let text = String(validating: bytes, as: UTF8.self) else {
             placed[file] = nil
             return whole(ManifestLoader.load(file: file, displayName: file))
         }
