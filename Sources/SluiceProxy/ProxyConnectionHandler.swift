@@ -698,7 +698,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
-        requestHeadScratch = out
+        keep(out, in: &requestHeadScratch)
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
@@ -933,7 +933,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         record.bytesOut += out.readableBytes
         context.write(wrapOutboundOut(out), promise: nil)
-        responseHeadScratch = out
+        keep(out, in: &responseHeadScratch)
     }
 
     // MARK: - Head buffers
@@ -950,6 +950,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         scratch = ByteBuffer()  // our second reference would make `clear` copy
         b.clear(minimumCapacity: capacity)
         return b
+    }
+
+    /// Keeps a head for the next one unless it is unusually large: an idle connection should
+    /// not hold on to a 64 KiB head.
+    private func keep(_ head: ByteBuffer, in scratch: inout ByteBuffer) {
+        scratch = head.capacity <= 4096 ? head : ByteBuffer()
     }
 
     /// The proxy's own response lines: HSTS and the affinity cookie.

@@ -93,7 +93,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private func readPlaintext(context: ChannelHandlerContext) {
         guard let connection else { return }
         var out = Self.reuse(&plaintextScratch, capacity: max(512, min(16 * 1024, fedBytes)))
-        defer { plaintextScratch = out }
+        defer { Self.keep(out, in: &plaintextScratch) }
         while state == .active || state == .closing {
             let limit = max(512, min(16 * 1024, fedBytes))
             switch connection.read(into: &out, limit: limit) {
@@ -143,13 +143,19 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         return b
     }
 
+    /// Keeps a buffer for the next use unless it grew past one record: an idle connection that
+    /// once sent a large body should not hold on to it.
+    private static func keep(_ buffer: ByteBuffer, in scratch: inout ByteBuffer) {
+        scratch = buffer.capacity <= 17 * 1024 ? buffer : ByteBuffer()
+    }
+
     private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {
         guard let connection else { return nil }
         let pending = connection.pendingCiphertext
         if pending == 0 { return nil }
         var out = Self.reuse(&ciphertextScratch, capacity: pending)
         connection.drainCiphertext(into: &out, count: pending)
-        ciphertextScratch = out
+        Self.keep(out, in: &ciphertextScratch)
         return out
     }
 
@@ -223,6 +229,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         }
         let result = connection.write(gathered)
         gathered.moveReaderIndex(to: gathered.writerIndex)
+        if gathered.capacity > 17 * 1024 { gathered = ByteBuffer() }  // see `keep`
         switch result {
         case .done, .wantRead:
             return true

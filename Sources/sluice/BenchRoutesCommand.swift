@@ -29,7 +29,7 @@ struct BenchRoutes: ParsableCommand {
     var reloads = 0
 
     func run() throws {
-        let yaml = Self.generate(ingresses: ingresses, hosts: hosts, endpoint: endpoint)
+        let yaml = SyntheticRules.generate(ingresses: ingresses, hosts: hosts, endpoint: endpoint)
         if let write {
             try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
             let docs = yaml.components(separatedBy: "\n---\n")
@@ -124,52 +124,5 @@ struct BenchRoutes: ParsableCommand {
         func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         print(String(format: "reload of %d Ingresses in %d files (one file changed): median total %.1f ms = load %.1f + compile %.1f + snapshot %.1f; max total %.1f ms",
                      ingresses, files, median(rows.map(\.0)), median(rows.map(\.1)), median(rows.map(\.2)), median(rows.map(\.3)), rows.map(\.0).max() ?? 0))
-    }
-
-    /// Ingress i serves host (i % hosts) with three paths of its own; the first 50 hosts are wildcards.
-    static func generate(ingresses: Int, hosts: Int, endpoint: String? = nil) -> String {
-        let ip = endpoint.map { String($0.split(separator: ":")[0]) }
-        let port = endpoint.flatMap { Int($0.split(separator: ":").last ?? "") } ?? 8080
-        var y = ""
-        let services = 100
-        for s in 0..<services {
-            y += """
-            apiVersion: v1
-            kind: Service
-            metadata: {name: svc\(s), namespace: bench}
-            spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
-            ---
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata: {name: svc\(s)-a, namespace: bench, labels: {kubernetes.io/service-name: svc\(s)}}
-            addressType: IPv4
-            ports: [{name: http, port: \(port)}]
-            endpoints: [{addresses: [\(ip ?? "10.0.\(s / 250).\(s % 250 + 1)")]}]
-            ---
-
-            """
-        }
-        for i in 0..<ingresses {
-            let h = i % hosts
-            let host = h < 50 ? "*.wild\(h).example.com" : "host\(h).example.com"
-            let svc = i % services
-            y += """
-            apiVersion: networking.k8s.io/v1
-            kind: Ingress
-            metadata: {name: ing\(i), namespace: bench, creationTimestamp: "2026-01-01T00:00:\(String(format: "%02d", i % 60))Z"}
-            spec:
-              ingressClassName: sluice
-              rules:
-                - host: "\(host)"
-                  http:
-                    paths:
-                      - {path: /svc\(i)/deep, pathType: Prefix, backend: {service: {name: svc\(svc), port: {number: 80}}}}
-                      - {path: /api/v\(i), pathType: Prefix, backend: {service: {name: svc\((svc + 1) % services), port: {number: 80}}}}
-                      - {path: /static/app\(i).js, pathType: Exact, backend: {service: {name: svc\((svc + 2) % services), port: {name: http}}}}
-            ---
-
-            """
-        }
-        return y
     }
 }

@@ -11,51 +11,10 @@ var config: Benchmark.Configuration { .init(metrics: metrics, scalingFactor: .ki
 
 // MARK: - Fixtures
 
-/// 10,000 Ingresses over 2,000 hosts (the first 50 wildcards), three paths each, 100 Services:
-/// the layout `sluice bench-routes` generates.
-func generatedRules(ingresses: Int = 10_000, hosts: Int = 2_000) -> String {
-    var y = ""
-    for s in 0..<100 {
-        y += """
-        apiVersion: v1
-        kind: Service
-        metadata: {name: svc\(s), namespace: bench}
-        spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
-        ---
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata: {name: svc\(s)-a, namespace: bench, labels: {kubernetes.io/service-name: svc\(s)}}
-        addressType: IPv4
-        ports: [{name: http, port: 8080}]
-        endpoints: [{addresses: [10.0.0.\(s + 1)]}]
-        ---
-
-        """
-    }
-    for i in 0..<ingresses {
-        let h = i % hosts
-        let host = h < 50 ? "*.wild\(h).example.com" : "host\(h).example.com"
-        y += """
-        apiVersion: networking.k8s.io/v1
-        kind: Ingress
-        metadata: {name: ing\(i), namespace: bench}
-        spec:
-          ingressClassName: sluice
-          rules:
-            - host: "\(host)"
-              http:
-                paths:
-                  - {path: /api/v\(i), pathType: Prefix, backend: {service: {name: svc\(i % 100), port: {number: 80}}}}
-                  - {path: /static/app\(i).js, pathType: Exact, backend: {service: {name: svc\((i + 1) % 100), port: {number: 80}}}}
-                  - {path: /svc\(i), pathType: Prefix, backend: {service: {name: svc\((i + 2) % 100), port: {number: 80}}}}
-        ---
-
-        """
-    }
-    return y
-}
-
-let table = RouteCompiler.compile(ManifestLoader.load(text: generatedRules(), file: "generated.yaml")).table
+/// The layout `sluice bench-routes` measures: 10,000 Ingresses over 2,000 hosts (the first 50
+/// wildcards), three paths each, 100 Services.
+let table = RouteCompiler.compile(ManifestLoader.load(text: SyntheticRules.generate(ingresses: 10_000, hosts: 2_000),
+                                                      file: "generated.yaml")).table
 
 /// Requests as a client sends them: mixed-case host with a port, paths that need normalising.
 let requests: [(host: [UInt8], target: [UInt8])] = (0..<1024).map { i in
