@@ -40,8 +40,10 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         // Break the handler ↔ context cycle (NIO leaves it): a closed connection must not keep
-        // its pipeline, session and delegate alive.
+        // its pipeline, session and delegate alive. The session's delegate goes too (the
+        // delegate may hold this handler).
         self.context = nil
+        session.delegate = nil
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -88,6 +90,7 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         closing = true
         delegate.http2ConnectionClosed()
+        session.delegate = nil
         context.fireChannelInactive()
     }
 

@@ -46,7 +46,9 @@ public protocol HTTP2SessionDelegate: AnyObject {
 /// `produce`; nghttp2's callbacks are small free functions that land in the methods below.
 public final class HTTP2Session {
     private var session: OpaquePointer? = nil
-    public weak var delegate: HTTP2SessionDelegate?
+    /// Strong, and dropped by the server handler when the channel goes: a weak reference would
+    /// give the delegate a side table and put every retain of it on the slow path.
+    public var delegate: HTTP2SessionDelegate?
     public let limits: HTTP2Limits
     private var streams: [Int32: HTTP2Stream] = [:]
     private let clock: () -> NIODeadline

@@ -20,10 +20,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case done
     }
 
-    /// Unowned: the connection outlives its exchanges' work. Once it is gone every exchange is
-    /// `.done` (abandoned), and the callbacks that can still arrive (a connect completing) check
-    /// the state before touching it.
-    private unowned let connection: HTTP2ProxyConnection
+    /// Strong: the connection holds its exchanges only until their streams close (or it closes
+    /// and abandons them), which ends the cycle. An unowned reference cost an unowned-retain
+    /// check on every use.
+    private let connection: HTTP2ProxyConnection
     private let loop: EventLoopContext
     private let stream: HTTP2Stream
     private var state = State.connecting
@@ -49,7 +49,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var responseStarted = false
     private var responseHasBody = false
     private var hsts: [UInt8]? = nil
-    private var lastClientData = NIODeadline.now()
+    private var lastClientData: NIODeadline
     private var record = ExchangeRecord()
     private var responseStatus = 0
     private var logFields: AccessLogFields? = nil
@@ -58,6 +58,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         self.connection = connection
         self.loop = connection.loop
         self.stream = stream
+        self.lastClientData = connection.loop.now
     }
     private var session: HTTP2Session? { connection.session }
 
@@ -97,7 +98,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         let snapshot = loop.config.snapshot
         let policy = stream.headerBytes.withUnsafeBytes { p in
             loop.hostPolicy(snapshot, tls: connection.tls, sni: connection.sniCertificate,
-                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]))
+                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]),
+                            memo: &connection.hostPolicyMemo)
         }
         switch policy {
         case .proceed(let line):
@@ -282,11 +284,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     private func attach(_ conn: UpstreamConnection, reused: Bool) {
-        if record.upstreamStart == nil { record.upstreamStart = .now() }
+        let now = loop.now
+        if record.upstreamStart == nil { record.upstreamStart = now }
         upstream = conn
         self.reused = reused
         state = .forwarding
-        conn.attach(self, requestIsHead: isHead)
+        conn.attach(self, requestIsHead: isHead, now: now)
         if let requestHead { conn.write(requestHead) }
         if let early = earlyBody {
             earlyBody = nil
@@ -301,7 +304,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     func requestData(_ data: UnsafeRawBufferPointer) {
-        lastClientData = .now()
+        lastClientData = loop.now
         record.bytesIn += data.count
         bodyBytes += Int64(data.count)
         if let limit = bodyLimit, bodyBytes > limit, state != .done {
@@ -382,6 +385,13 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     // MARK: - Upstream events
 
     func upstreamResponseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
+        loop.during(upstreamEventTime) { responseHead(head, buffer: buffer) }
+    }
+
+    /// The upstream connection's callbacks come from its read (or its end): that event's time.
+    private var upstreamEventTime: NIODeadline { upstream?.lastUpstreamActivity ?? .now() }
+
+    private func responseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
         if head.isInformational {
             if head.status == 101 {
                 upstreamFailed(.invalidResponse(HTTP1ParseError(.malformed, "101 without an upgrade request")))
@@ -399,7 +409,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         releaseRequestHead()
         record.upstreamStatus = head.status
-        record.upstreamDone(now: .now())
+        record.upstreamDone(now: loop.now)
         responseStatus = head.status
         record.bytesOut += head.headLength
         var keepCL = false
@@ -428,6 +438,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     func upstreamResponseEnd(trailers: ByteBuffer?) {
+        loop.during(upstreamEventTime) { responseEnd(trailers: trailers) }
+    }
+
+    private func responseEnd(trailers: ByteBuffer?) {
         guard responseStarted else { return }  // the end of a 1xx
         if responseHasBody {
             session?.end(stream, trailers: trailers.map { ForwardedHeads.trailerFields($0) })
@@ -496,7 +510,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private func finishUpstream() {
         guard let conn = upstream else { return }
         upstream = nil
-        if requestDone && state == .forwarding { loop.upstreams.release(conn) } else { conn.close() }
+        if requestDone && state == .forwarding { loop.upstreams.release(conn, now: loop.now) } else { conn.close() }
     }
 
     /// Request bytes still to come are read and dropped; their window is given back at once.

@@ -12,12 +12,16 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     /// coalesce h2 connections across the hosts a certificate names.
     let sniCertificate: ObjectIdentifier?
     private(set) var client: ClientInfo
-    private(set) weak var handler: HTTP2ServerHandler?
+    /// Strong (the handler holds this connection too) and dropped when the connection closes:
+    /// weak references would put every retain of both objects on the side-table slow path.
+    private(set) var handler: HTTP2ServerHandler?
     private(set) var context: ChannelHandlerContext?
     private var exchanges: [Int32: HTTP2Exchange] = [:]
     /// Exchanges that wrote to their upstream during the current read from the client.
     private var upstreamsToFlush: [HTTP2Exchange] = []
     private var lastActivity = NIODeadline.now()
+    /// Shared by the connection's streams (browsers coalesce hosts, so it can change).
+    var hostPolicyMemo = HostPolicyMemo()
     private var timer: Scheduled<Void>? = nil
     private var closed = false
     private var outputScheduled = false
@@ -61,7 +65,8 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     }
 
     func http2ReceiveComplete() {
-        lastActivity = .now()
+        lastActivity = currentReceiveTime ?? .now()
+        currentReceiveTime = nil
         if upstreamsToFlush.isEmpty { return }
         for ex in upstreamsToFlush { ex.flushUpstream() }
         upstreamsToFlush.removeAll(keepingCapacity: true)
@@ -77,27 +82,39 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         for ex in open { ex.abandon() }
         // The context holds the session handler, which holds this connection as its delegate.
         context = nil
+        handler = nil
     }
 
     // MARK: - Stream events
 
     func http2StreamHeaders(_ stream: HTTP2Stream, endStream: Bool) {
-        let ex = HTTP2Exchange(connection: self, stream: stream)
-        stream.context = ex
-        exchanges[stream.id] = ex
-        ex.start(endStream: endStream)
+        loop.during(receiveTime) {
+            let ex = HTTP2Exchange(connection: self, stream: stream)
+            stream.context = ex
+            exchanges[stream.id] = ex
+            ex.start(endStream: endStream)
+        }
     }
 
     func http2StreamData(_ stream: HTTP2Stream, _ data: UnsafeRawBufferPointer) {
-        guard let ex = stream.context as? HTTP2Exchange else {
+        guard let ex = exchange(stream) else {
             session?.consume(stream, data.count)
             return
         }
-        ex.requestData(data)
+        loop.during(receiveTime) { ex.requestData(data) }
     }
 
+    /// The time of the client read being processed: read once per read, not once per stream.
+    private var receiveTime: NIODeadline {
+        if let t = currentReceiveTime { return t }
+        let t = NIODeadline.now()
+        currentReceiveTime = t
+        return t
+    }
+    private var currentReceiveTime: NIODeadline? = nil
+
     func http2StreamEnd(_ stream: HTTP2Stream) {
-        (stream.context as? HTTP2Exchange)?.requestEnd()
+        exchange(stream)?.requestEnd()
     }
 
     func http2StreamClosed(_ stream: HTTP2Stream, errorCode: UInt32) {
@@ -106,7 +123,12 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     }
 
     func http2StreamDrained(_ stream: HTTP2Stream) {
-        (stream.context as? HTTP2Exchange)?.responseDrained()
+        exchange(stream)?.responseDrained()
+    }
+
+    /// Only `http2StreamHeaders` sets a stream's context, always to an exchange: no dynamic cast.
+    private func exchange(_ stream: HTTP2Stream) -> HTTP2Exchange? {
+        stream.context.map { unsafeDowncast($0, to: HTTP2Exchange.self) }
     }
 
     // MARK: - Called by exchanges

@@ -39,6 +39,24 @@ final class EventLoopContext: @unchecked Sendable {
         self.accessLog = settings.accessLog.map { AccessLogBuffer(writer: $0) }
     }
 
+    // MARK: Time
+
+    /// The time of the I/O event being handled on this loop, set by the handlers for the
+    /// event's duration: a proxied request otherwise read the clock about a dozen times.
+    private(set) var eventTime: NIODeadline? = nil
+
+    /// The event's time, or the clock outside one.
+    var now: NIODeadline { eventTime ?? .now() }
+
+    /// Runs `body` with `time` as the loop's event time, restoring the outer one after.
+    @inline(__always)
+    func during<T>(_ time: NIODeadline, _ body: () throws -> T) rethrows -> T {
+        let outer = eventTime
+        eventTime = time
+        defer { eventTime = outer }
+        return try body()
+    }
+
     // MARK: Retry budget
 
     /// Requests in progress on this loop, and how many of them are retries: retries of 5xx and
@@ -52,7 +70,7 @@ final class EventLoopContext: @unchecked Sendable {
     /// An attempt at a pool's endpoint ended: feeds load balancing and outlier detection, and
     /// logs an ejection or a change of panic mode.
     func endAttempt(_ pool: BackendPool, _ index: Int, outcome: AttemptOutcome, started: NIODeadline) {
-        let now = NIODeadline.now()
+        let now = self.now
         if settings.metricsEnabled, pool.endpointIDs[index] >= 0 {
             // Every attempt counts for its endpoint (a retried request counts at each).
             metrics.recordEndpoint(pool.endpointIDs[index], failed: outcome == .gatewayFailure || outcome == .serverError)
@@ -69,7 +87,7 @@ final class EventLoopContext: @unchecked Sendable {
     /// Chooses an endpoint, logging when the pool enters or leaves panic mode.
     func choose(_ pool: BackendPool, hash: UInt64, preferred: Int?, excluding: UInt64) -> BackendPool.Choice {
         let was = pool.panicking.load(ordering: .relaxed)
-        let c = pool.choose(loop: index, hash: hash, preferred: preferred, excluding: excluding, now: Int64(NIODeadline.now().uptimeNanoseconds))
+        let c = pool.choose(loop: index, hash: hash, preferred: preferred, excluding: excluding, now: Int64(now.uptimeNanoseconds))
         if case .unavailable(let why) = c, why.hasPrefix("circuit open") { metrics.circuitRejection() }
         let now = pool.panicking.load(ordering: .relaxed)
         if now != was {
@@ -101,7 +119,7 @@ final class EventLoopContext: @unchecked Sendable {
     func finish(_ r: inout ExchangeRecord, status: Int, fields: AccessLogFields?, client: [UInt8]) {
         guard r.open else { return }
         r.open = false
-        let now = NIODeadline.now()
+        let now = self.now
         r.upstreamDone(now: now)
         if settings.metricsEnabled {
             metrics.record(stat: r.stat, status: status, durationNanos: (now - r.start).nanoseconds, upstreamNanos: r.upstreamNanos,
@@ -169,11 +187,20 @@ final class EventLoopContext: @unchecked Sendable {
     /// Plain HTTP decides on the bytes first; Strings are built only for TLS connections and
     /// for redirects.
     func hostPolicy(_ snapshot: ConfigSnapshot, tls: Bool, sni: ObjectIdentifier?,
-                    host raw: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) -> HostPolicy {
+                    host raw: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer, memo: inout HostPolicyMemo) -> HostPolicy {
         if !tls {
             if snapshot.redirectHosts.isEmpty { return .proceed(hsts: nil) }
             if !withNormalisedHost(raw, { snapshot.mayRedirect(normalisedHost: $0) }) { return .proceed(hsts: nil) }
+        } else if let hsts = memo.lookup(snapshot, host: raw) {
+            return .proceed(hsts: hsts)
         }
+        let policy = decideHostPolicy(snapshot, tls: tls, sni: sni, host: raw, target: target)
+        if tls, case .proceed(let hsts) = policy { memo.store(snapshot, host: raw, hsts: hsts) }
+        return policy
+    }
+
+    private func decideHostPolicy(_ snapshot: ConfigSnapshot, tls: Bool, sni: ObjectIdentifier?,
+                                  host raw: UnsafeRawBufferPointer, target: UnsafeRawBufferPointer) -> HostPolicy {
         var host = String(decoding: raw, as: UTF8.self).lowercased()
         if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
         if host.hasSuffix(".") { host.removeLast() }
@@ -195,6 +222,33 @@ final class EventLoopContext: @unchecked Sendable {
         p[0] = UInt8(ascii: "/")
         return UnsafeRawBufferPointer(p)
     }()
+}
+
+/// The TLS host policy of the last Host a connection sent. Clients send the same Host on every
+/// request of a connection, and deciding it builds Strings (lowercasing, the certificate and HSTS
+/// lookups): about a tenth of an HTTP/2 stream's setup before this memo.
+struct HostPolicyMemo {
+    private var host: [UInt8] = []
+    private var generation = -1
+    private var snapshotID: ObjectIdentifier? = nil
+    private var hsts: [UInt8]? = nil
+
+    /// The remembered HSTS line (`.some(nil)`: none) when `raw` is the remembered Host under the
+    /// same snapshot; nil when the policy must be decided again.
+    func lookup(_ snapshot: ConfigSnapshot, host raw: UnsafeRawBufferPointer) -> [UInt8]?? {
+        // The generation and the identity together: an address can be reused by a later snapshot.
+        guard generation == snapshot.generation, snapshotID == ObjectIdentifier(snapshot),
+              host.count == raw.count, host.elementsEqual(raw) else { return nil }
+        return .some(hsts)
+    }
+
+    mutating func store(_ snapshot: ConfigSnapshot, host raw: UnsafeRawBufferPointer, hsts: [UInt8]?) {
+        generation = snapshot.generation
+        snapshotID = ObjectIdentifier(snapshot)
+        host.removeAll(keepingCapacity: true)
+        host.append(contentsOf: raw)
+        self.hsts = hsts
+    }
 }
 
 /// One client connection: parses requests, forwards each to an upstream connection from the
@@ -279,6 +333,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var sniCertificate: ObjectIdentifier? = nil
     /// Strict-Transport-Security for the current exchange (TLS hosts whose Ingress asks for it).
     private var hstsLine: [UInt8]? = nil
+    private var hostPolicyMemo = HostPolicyMemo()
 
     // MARK: Accounting
 
@@ -347,8 +402,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let incoming = unwrapInboundIn(data)
-        lastClientActivity = .now()
+        let time = NIODeadline.now()
+        lastClientActivity = time
+        loop.during(time) { received(unwrapInboundIn(data), context: context) }
+    }
+
+    private func received(_ incoming: ByteBuffer, context: ChannelHandlerContext) {
         switch phase {
         case .tunnel:
             upstream?.write(incoming)
@@ -596,13 +655,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func setPhase(_ p: Phase) {
         phase = p
-        phaseSince = .now()
+        phaseSince = loop.now
     }
 
     private func startExchange(headLength: Int) {
         let head = parser.head
         exchangeID &+= 1
-        record.begin(now: .now(), bytesIn: headLength)
+        record.begin(now: loop.now, bytesIn: headLength)
         responseStatus = 0
         if logFields != nil { captureLogFields(head) }
         method = head.method
@@ -759,7 +818,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             let t = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
             return loop.hostPolicy(snapshot, tls: tls, sni: sniCertificate,
-                                   host: UnsafeRawBufferPointer(rebasing: p[hostRange]), target: UnsafeRawBufferPointer(rebasing: p[t]))
+                                   host: UnsafeRawBufferPointer(rebasing: p[hostRange]), target: UnsafeRawBufferPointer(rebasing: p[t]),
+                                   memo: &hostPolicyMemo)
         }
         switch policy {
         case .proceed(let hsts):
@@ -814,10 +874,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func attach(_ conn: UpstreamConnection, reused: Bool) {
-        if record.upstreamStart == nil { record.upstreamStart = .now() }
+        let now = loop.now
+        if record.upstreamStart == nil { record.upstreamStart = now }
         upstream = conn
         upstreamReused = reused
-        conn.attach(self, requestIsHead: method == .head)
+        conn.attach(self, requestIsHead: method == .head, now: now)
         if let requestHead { conn.write(requestHead) }
         setPhase(.forwardingBody)
         if requestFraming == .none {
@@ -871,6 +932,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     // MARK: - Upstream events
 
     func upstreamResponseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
+        loop.during(upstreamEventTime) { responseHead(head, buffer: buffer) }
+    }
+
+    /// The upstream connection's callbacks come from its read (or its end): that event's time.
+    private var upstreamEventTime: NIODeadline { upstream?.lastUpstreamActivity ?? .now() }
+
+    private func responseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
         if head.isInformational {
             informationalInProgress = true
             if head.status == 101 {
@@ -906,7 +974,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         requestHead = nil
         record.upstreamStatus = head.status
-        record.upstreamDone(now: .now())
+        record.upstreamDone(now: loop.now)
         responseStatus = head.status
         var keepCL = false
         var chunked = false
@@ -985,6 +1053,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func upstreamResponseEnd(trailers: ByteBuffer?) {
+        loop.during(upstreamEventTime) { responseEnd(trailers: trailers) }
+    }
+
+    private func responseEnd(trailers: ByteBuffer?) {
         if informationalInProgress {
             informationalInProgress = false
             return
@@ -1057,7 +1129,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         closeAttempts()
         if let conn = upstream {
             upstream = nil
-            if requestDone { loop.upstreams.release(conn) } else { conn.close() }
+            if requestDone { loop.upstreams.release(conn, now: loop.now) } else { conn.close() }
         }
         requestHead = nil
         if closeAfterResponse {

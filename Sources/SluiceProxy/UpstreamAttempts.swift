@@ -38,7 +38,7 @@ struct UpstreamAttempts {
             index = i
             if i < 64 { tried |= 1 << UInt64(i) }
             count += 1
-            started = .now()
+            started = loop.now
             pool.begin(loop: loop.index, i)
         }
         return choice

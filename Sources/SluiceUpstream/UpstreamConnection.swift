@@ -47,17 +47,18 @@ public final class UpstreamConnection: ChannelDuplexHandler {
 
     public var isWritable: Bool { context?.channel.isWritable ?? false }
     public var channel: Channel? { context?.channel }
-    /// When the connection last saw a byte from the upstream.
+    /// When the connection last saw a byte (or the end) from the upstream: during the delegate's
+    /// response callbacks, the time of the event that caused them.
     public var lastUpstreamActivity: NIODeadline { lastActivity }
 
     // MARK: - Request side (called by the proxy)
 
     /// Makes `delegate` the receiver of the next response.
-    public func attach(_ delegate: UpstreamResponseDelegate, requestIsHead: Bool) {
+    public func attach(_ delegate: UpstreamResponseDelegate, requestIsHead: Bool, now: NIODeadline = .now()) {
         self.delegate = delegate
         sawResponseBytes = false
         requestsSent += 1
-        lastActivity = .now()
+        lastActivity = now
         parser.responseToHead = requestIsHead
     }
 
@@ -206,6 +207,8 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        // The end of a close-delimited response is timed here.
+        lastActivity = .now()
         if let onClose {
             self.onClose = nil
             onClose()

@@ -18,6 +18,9 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     }
 
     private var idle: [Endpoint: IdleStack] = [:]
+    /// The stack used last: most traffic goes to few endpoints, and comparing an endpoint is
+    /// cheaper than hashing it (twice per request).
+    private var recent: (endpoint: Endpoint, stack: IdleStack)? = nil
     private var sweeper: RepeatedTask?
     private var closed = false
     /// Upstream connections of this loop that are open (idle or busy).
@@ -45,7 +48,7 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     /// The most recently used idle connection to `endpoint`, if one is still usable.
     public func acquire(_ endpoint: Endpoint) -> UpstreamConnection? {
         eventLoop.assertInEventLoop()
-        guard let stack = idle[endpoint] else { return nil }
+        guard let stack = stack(for: endpoint, create: false) else { return nil }
         while let c = stack.connections.popLast() {
             if c.isUsable { return c }
             c.close()
@@ -54,26 +57,31 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     }
 
     /// Returns a connection after a complete exchange; closes it when it cannot be reused.
-    public func release(_ connection: UpstreamConnection) {
+    public func release(_ connection: UpstreamConnection, now: NIODeadline = .now()) {
         eventLoop.assertInEventLoop()
         connection.detach()
         guard !closed, connection.isUsable else {
             connection.close()
             return
         }
-        connection.idleSince = .now()
-        let stack: IdleStack
-        if let s = idle[connection.endpoint] {
-            stack = s
-        } else {
-            stack = IdleStack()
-            idle[connection.endpoint] = stack
-        }
+        connection.idleSince = now
+        let stack = self.stack(for: connection.endpoint, create: true)!
         if stack.connections.count >= maxIdlePerEndpoint {
             connection.close()
             return
         }
         stack.connections.append(connection)
+    }
+
+    private func stack(for endpoint: Endpoint, create: Bool) -> IdleStack? {
+        if let recent, recent.endpoint == endpoint { return recent.stack }
+        var stack = idle[endpoint]
+        if stack == nil && create {
+            stack = IdleStack()
+            idle[endpoint] = stack
+        }
+        if let stack { recent = (endpoint, stack) }
+        return stack
     }
 
     /// Opens a new connection to `endpoint` on this pool's event loop.
@@ -104,6 +112,7 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             for c in stack.connections { c.close() }
             idle[endpoint] = nil
         }
+        recent = nil
     }
 
     public func closeAll() {
@@ -112,6 +121,7 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         sweeper?.cancel()
         for stack in idle.values { for c in stack.connections { c.close() } }
         idle.removeAll()
+        recent = nil
     }
 
     public var idleCount: Int { idle.values.reduce(0) { $0 + $1.connections.count } }
@@ -126,5 +136,6 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             }
             if stack.connections.isEmpty { idle[endpoint] = nil }
         }
+        recent = nil
     }
 }
