@@ -5,7 +5,9 @@
 #
 #   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
-# https: keep-alive over TLS; https-close: a new connection (full handshake) per request;
+# https: keep-alive over TLS; https-close: a new connection per request (wrk resumes sessions,
+# so mostly abbreviated handshakes); https-full: the same with session resumption off in all three
+# proxies (no tickets, no session cache), so every connection is a full handshake;
 # http-close: a new TCP connection per request without TLS; h2: HTTP/2 over TLS with h2load
 # (CONNS connections, 10 streams each), latency percentiles from h2load's per-request log;
 # idle: IDLE_CONNS keep-alive connections that made one request each and then stay silent, and the
@@ -21,7 +23,7 @@ WORKERS=${WORKERS:-"1 2"}
 CONNS_SET=${CONNS:-}
 SIZES_SET=${SIZES:-}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
-SCHEMES=${SCHEMES:-"http https https-close h2 idle"}
+SCHEMES=${SCHEMES:-"http https https-close https-full h2 idle"}
 conns_for() { [ -n "$CONNS_SET" ] && { echo "$CONNS_SET"; return; }; case $1 in http|https) echo "50 256" ;; *) echo 50 ;; esac; }
 sizes_for() { [ -n "$SIZES_SET" ] && { echo "$SIZES_SET"; return; }; case $1 in http) echo "13 1024 65536" ;; *) echo 13 ;; esac; }
 SLUICE=${SLUICE:-.build/release/sluice}
@@ -65,13 +67,21 @@ nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-start_proxy() {  # name workers → pid
+start_proxy() {  # name workers → pid (reads $scheme: https-full turns session resumption off)
   local name=$1 w=$2 port=${PORT[$1]}
+  local full=false; [ "${scheme:-}" = https-full ] && full=true
+  local nginx_sessions="ssl_session_cache shared:SSL:10m;" haproxy_global="" haproxy_bind=""
+  if $full; then
+    nginx_sessions="ssl_session_cache off; ssl_session_tickets off;"
+    haproxy_global="  tune.ssl.cachesize 0"
+    haproxy_bind=" no-tls-tickets"
+  fi
   case $name in
     sluice|sluice-off|sluice-obs)
       local obs=()
       [ "$name" = sluice-off ] && obs=(--metrics off --access-log off)
       [ "$name" = sluice-obs ] && obs=(--metrics on --access-log "$out/access.log" --access-log-format json)
+      $full && obs+=(--tls-session-resumption off)
       "$SLUICE" serve --rules "$out/empty-rules" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[$name]} \
         --admin 127.0.0.1:18099 --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning "${obs[@]}" >"$out/$name.log" 2>&1 &
       ;;
@@ -92,7 +102,7 @@ http {
     ssl_certificate $PWD/$out/certs/default/tls.crt;
     ssl_certificate_key $PWD/$out/certs/default/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
+    $nginx_sessions
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
   }
 }
@@ -104,6 +114,7 @@ CONF
 global
   nbthread $w
   maxconn $HAPROXY_MAXCONN
+$haproxy_global
 defaults
   mode http
   timeout connect 5s
@@ -112,7 +123,7 @@ defaults
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$port
-  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2 alpn h2,http/1.1
+  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2 alpn h2,http/1.1$haproxy_bind
   default_backend be
 backend be
   http-reuse always
@@ -145,7 +156,7 @@ for w in $WORKERS; do
             http) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=() ;;
             http-close) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
-            https-close) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
+            https-close|https-full) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             h2) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             idle) url=""; extra=() ;;
           esac

@@ -65,4 +65,8 @@ static inline uint64_t sluice_server_options(void) {
         | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
 }
 
+static inline uint64_t sluice_option_no_ticket(void) {
+    return SSL_OP_NO_TICKET;
+}
+
 #endif

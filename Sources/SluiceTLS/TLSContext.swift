@@ -1,4 +1,5 @@
 import COpenSSL
+import Synchronization
 
 /// Why OpenSSL refused something, with its error queue rendered once.
 public struct TLSError: Error, Sendable, CustomStringConvertible {
@@ -90,6 +91,12 @@ public final class TLSContext: @unchecked Sendable {
         SSL_CTX_free(ctx)
     }
 
+    /// Whether clients may resume sessions (tickets, and the session cache for TLS 1.2 ids).
+    /// Process-wide, set before the first context is built (`--tls-session-resumption`): off,
+    /// every connection is a full handshake, as nginx's `ssl_session_tickets off` with no
+    /// `ssl_session_cache`.
+    public static let sessionResumption = Atomic<Bool>(true)
+
     /// TLS 1.2 and 1.3 only; ECDHE + AEAD suites for 1.2 in server order; no compression, no
     /// renegotiation.
     static func applyPolicy(_ ctx: OpaquePointer) {
@@ -112,6 +119,13 @@ public final class TLSContext: @unchecked Sendable {
         // TLS 1.3 tickets: OpenSSL's default of two after a full handshake (and one after each
         // resumption). A client uses each ticket once; with a single ticket, a client that
         // reconnects in a loop (wrk with `Connection: close`) resumed only every other time.
+        if !sessionResumption.load(ordering: .relaxed) {
+            // No ticket of either kind (TLS 1.3 would otherwise issue stateful ones from the
+            // cache) and no cache for TLS 1.2 session ids.
+            SSL_CTX_set_options(ctx, sluice_option_no_ticket())
+            _ = SSL_CTX_set_num_tickets(ctx, 0)
+            _ = sluice_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
+        }
     }
 }
 

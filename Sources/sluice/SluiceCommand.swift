@@ -103,6 +103,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between TLS session ticket key rotations (keys live in memory only).")
     var tlsTicketRotation: Double = 43200
 
+    @Option(help: "TLS session resumption (tickets and the session cache): on or off (off: every connection is a full handshake).")
+    var tlsSessionResumption: String = "on"
+
     @Option(help: "Seconds a client has to send a whole request head (408).")
     var headTimeout: Double = 10
 
@@ -147,6 +150,11 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--access-log-format must be json or combined")
         }
         guard metrics == "on" || metrics == "off" else { throw ValidationError("--metrics must be on or off") }
+        guard tlsSessionResumption == "on" || tlsSessionResumption == "off" else {
+            throw ValidationError("--tls-session-resumption must be on or off")
+        }
+        // Before the first certificate is loaded: every context reads it when it is built.
+        TLSContext.sessionResumption.store(tlsSessionResumption == "on", ordering: .relaxed)
         settings.metricsEnabled = metrics == "on"
         var logWriter: AccessLogWriter? = nil
         switch accessLog {

@@ -114,6 +114,31 @@ struct TLSTests {
         }
     }
 
+    /// `--tls-session-resumption off`: no ticket of either TLS version and no TLS 1.2 session-id
+    /// cache, so every connection is a full handshake (the benchmark's full-handshake scenario).
+    @Test func resumptionOffMakesEveryHandshakeFull() throws {
+        let f = try Fixture(extra: ["--tls-session-resumption", "off"])
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-noresume-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for version in ["-tls1_3", "-tls1_2"] {
+            let session = dir + "/s" + version
+            let first = try f.sClient(["-servername", "shop.local", version, "-sess_out", session])
+            #expect(first.contains("New, "), "\(version): \(first.prefix(400))")
+            #expect(!first.contains("New Session Ticket arrived"), "\(version): a ticket was issued")
+            // s_client writes no session when the server gave nothing resumable (no ticket, an
+            // empty session id); if it wrote one, offering it must still end in a full handshake.
+            if FileManager.default.fileExists(atPath: session) {
+                let again = try f.sClient(["-servername", "shop.local", version, "-sess_in", session])
+                #expect(again.contains("New, ") && !again.contains("Reused, "), "\(version) resumed: \(again.prefix(400))")
+            }
+        }
+        // The same requests do resume by default (the check above can tell).
+        let on = try Fixture()
+        _ = try on.sClient(["-servername", "shop.local", "-tls1_2", "-sess_out", dir + "/t"])
+        #expect(try on.sClient(["-servername", "shop.local", "-tls1_2", "-sess_in", dir + "/t"]).contains("Reused, "))
+    }
+
     @Test func ticketKeysRotateAndThePreviousKeyStillResumes() throws {
         let f = try Fixture(extra: ["--tls-ticket-rotation", "1.5"])
         let sess = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-ticket-\(UUID())").path
