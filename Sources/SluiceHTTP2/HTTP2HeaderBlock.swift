@@ -13,6 +13,15 @@ public struct HTTP2HeaderBlock {
 
     public var count: Int { entries.count }
 
+    /// Empties the block, keeping its capacity (a connection reuses one block per response).
+    public mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        entries.removeAll(keepingCapacity: true)
+    }
+
+    /// The bytes the block holds room for (a reused block that grew large is not kept).
+    public var capacity: Int { bytes.capacity }
+
     public mutating func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
         let n0 = bytes.count
         bytes.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
@@ -43,14 +52,15 @@ public struct HTTP2HeaderBlock {
         // nghttp2 copies names and values (NGHTTP2_NV_FLAG_NONE) and never writes through them.
         bytes.withUnsafeBufferPointer { b in
             let base = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer<UInt8>(bitPattern: 1)!)
-            var nv: [nghttp2_nv] = []
-            nv.reserveCapacity(entries.count)
-            for e in entries {
-                nv.append(nghttp2_nv(
-                    name: base + e.name.lowerBound, value: base + e.value.lowerBound,
-                    namelen: e.name.count, valuelen: e.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            // On the stack for the usual few dozen fields: no allocation per response.
+            return withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(entries.count, 1)) { nv in
+                for (i, e) in entries.enumerated() {
+                    (nv.baseAddress! + i).initialize(to: nghttp2_nv(
+                        name: base + e.name.lowerBound, value: base + e.value.lowerBound,
+                        namelen: e.name.count, valuelen: e.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+                }
+                return body(UnsafePointer(nv.baseAddress!), entries.count)
             }
-            return nv.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
         }
     }
 }

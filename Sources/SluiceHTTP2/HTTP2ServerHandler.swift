@@ -120,15 +120,41 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
         var wrote = false
         var fatal = false
         while context.channel.isWritable {
-            var out = context.channel.allocator.buffer(capacity: 16 * 1024)
+            var out = takeOutputBuffer()
             if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
-            if out.readableBytes == 0 { break }
+            if out.readableBytes == 0 {
+                keepOutputBuffer(out)
+                break
+            }
             context.write(wrapOutboundOut(out), promise: nil)
+            keepOutputBuffer(out)
             wrote = true
             if fatal { break }
         }
         if wrote { context.flush() }
         if fatal || session.isFinished { closeAfterOutput() }
+    }
+
+    /// The last output buffer, written over by the next round once nothing else holds it (the TLS
+    /// handler copies what it encrypts; NIO lets go once it has written): one 16 KiB allocation
+    /// per round less. Only at its usual size, and dropped by `releaseSpares` once idle.
+    private var outputBuffer: ByteBuffer? = nil
+
+    /// The connection has been idle for a while: let go of every buffer kept for reuse.
+    public func releaseSpares() {
+        outputBuffer = nil
+        session.releaseSpares()
+    }
+
+    private func takeOutputBuffer() -> ByteBuffer {
+        guard var b = outputBuffer else { return context!.channel.allocator.buffer(capacity: 16 * 1024) }
+        outputBuffer = nil  // our own second reference would make `clear` copy
+        b.clear(minimumCapacity: 16 * 1024)
+        return b
+    }
+
+    private func keepOutputBuffer(_ b: ByteBuffer) {
+        outputBuffer = b.capacity <= 64 * 1024 + 16 * 1024 ? b : nil
     }
 
     /// Graceful shutdown: GOAWAY now, close once open streams are done.

@@ -34,7 +34,7 @@ public final class HTTP2Stream {
 
     // MARK: Response
 
-    var pending = CircularBuffer<ByteBuffer>()
+    var pending: CircularBuffer<ByteBuffer>
     /// Response bytes handed to the session and not yet pulled into frames.
     public internal(set) var pendingBytes = 0
     var responseEnded = false
@@ -43,10 +43,42 @@ public final class HTTP2Stream {
     var aboveHighWater = false
     public internal(set) var responseSubmitted = false
 
-    init(id: Int32) {
+    init(id: Int32, reusing storage: Storage? = nil) {
         self.id = id
-        headerBytes.reserveCapacity(512)
-        fields.reserveCapacity(16)
+        if let storage {
+            headerBytes = storage.headerBytes
+            fields = storage.fields
+            pending = storage.pending
+        } else {
+            headerBytes.reserveCapacity(512)
+            fields.reserveCapacity(16)
+            pending = CircularBuffer(initialCapacity: 4)
+        }
+    }
+
+    // MARK: Storage reuse
+
+    /// The growable buffers of a closed stream, emptied, for the next stream of the session: a
+    /// stream is a fresh object every time (no state carries over), only capacity does.
+    struct Storage {
+        var headerBytes: [UInt8]
+        var fields: [HTTP2Field]
+        var pending: CircularBuffer<ByteBuffer>
+    }
+
+    /// What a stream that gave its storage away holds (shared: creating one allocates).
+    private static let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
+
+    /// Empties the buffers and hands them over (the stream must not be used afterwards).
+    func takeStorage() -> Storage {
+        headerBytes.removeAll(keepingCapacity: true)
+        fields.removeAll(keepingCapacity: true)
+        pending.removeAll(keepingCapacity: true)
+        let s = Storage(headerBytes: headerBytes, fields: fields, pending: pending)
+        headerBytes = []
+        fields = []
+        pending = Self.noPending
+        return s
     }
 
     func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {

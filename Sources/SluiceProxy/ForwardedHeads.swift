@@ -221,6 +221,13 @@ enum ForwardedHeads {
     /// the Connection field names are dropped, names lower-cased (RFC 9113 §8.2.2).
     static func responseFields(head: HTTP1Head, bytes p: UnsafeRawBufferPointer, keepContentLength: Bool, extra: [UInt8]?) -> HTTP2HeaderBlock {
         var block = HTTP2HeaderBlock(capacity: head.headLength + 16)
+        responseFields(into: &block, head: head, bytes: p, keepContentLength: keepContentLength, extra: extra)
+        return block
+    }
+
+    /// The same, appended to `block` (a reused one).
+    static func responseFields(into block: inout HTTP2HeaderBlock, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
+                               keepContentLength: Bool, extra: [UInt8]?) {
         var status: (UInt8, UInt8, UInt8) = (
             UInt8(truncatingIfNeeded: 0x30 + head.status / 100), UInt8(truncatingIfNeeded: 0x30 + (head.status / 10) % 10),
             UInt8(truncatingIfNeeded: 0x30 + head.status % 10))
@@ -240,7 +247,6 @@ enum ForwardedHeads {
             block.add(lowercasing: UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value]))
         }
         if let extra { addFieldLine(&block, extra) }
-        return block
     }
 
     /// Adds a complete `name: value\r\n` line (the proxy's own, e.g. HSTS) to an h2 block.

@@ -423,12 +423,14 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case .chunked, .closeDelimited:
             responseHasBody = !isHead
         }
-        var block = buffer.withUnsafeReadableBytes { p in
-            ForwardedHeads.responseFields(head: head, bytes: p, keepContentLength: keepCL, extra: hsts)
+        var block = connection.takeHeaderBlock()
+        buffer.withUnsafeReadableBytes { p in
+            ForwardedHeads.responseFields(into: &block, head: head, bytes: p, keepContentLength: keepCL, extra: hsts)
         }
         if let setCookie { block.add("set-cookie", setCookie) }
         responseStarted = true
         session?.respond(stream, headers: block, hasBody: responseHasBody)
+        connection.returnHeaderBlock(block)
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
