@@ -1,6 +1,9 @@
 import NIOCore
 import SluiceHTTP1
 import SluiceHTTP2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the proxy knows about the client side of a connection, rendered once per connection so
 /// that adding forwarded fields is a memcpy.
@@ -11,12 +14,57 @@ struct ClientInfo {
     var localAuthority: [UInt8]
 
     init(remote: SocketAddress?, local: SocketAddress?, proto: StaticString) {
-        ip = Array((remote?.ipAddress ?? "unknown").utf8)
+        self.init(remote: remote, local: Self.localParts(local), proto: proto)
+    }
+
+    /// With the local parts already rendered (they are the same for every connection to a
+    /// listener: `EventLoopContext.localParts` keeps them).
+    init(remote: SocketAddress?, local: (port: [UInt8], authority: [UInt8]), proto: StaticString) {
+        ip = Self.numericHost(remote) ?? Self.unknown
         self.proto = proto
+        localPort = local.port
+        localAuthority = local.authority
+    }
+
+    /// Before the connection is active: nothing is rendered (the values are shared).
+    init(proto: StaticString) {
+        ip = Self.unknown
+        self.proto = proto
+        localPort = []
+        localAuthority = []
+    }
+
+    private static let unknown = Array("unknown".utf8)
+
+    static func localParts(_ local: SocketAddress?) -> (port: [UInt8], authority: [UInt8]) {
         let port = local?.port ?? 0
-        localPort = Array(String(port).utf8)
-        let host = local?.ipAddress ?? "localhost"
-        localAuthority = Array((host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)").utf8)
+        let portBytes = Array(String(port).utf8)
+        guard let host = numericHost(local) else { return (portBytes, Array("localhost:".utf8) + portBytes) }
+        let authority = host.contains(UInt8(ascii: ":")) ? [UInt8(ascii: "[")] + host + Array("]:".utf8) + portBytes
+                                                         : host + [UInt8(ascii: ":")] + portBytes
+        return (portBytes, authority)
+    }
+
+    /// The address in numeric form (inet_ntop straight into the bytes the headers need: no
+    /// String on the way).
+    static func numericHost(_ address: SocketAddress?) -> [UInt8]? {
+        var text = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return withUnsafeMutableBytes(of: &text) { buf -> [UInt8]? in
+            let out = buf.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let ok: Bool
+            switch address {
+            case .v4(let a)?:
+                var addr = a.address.sin_addr
+                ok = inet_ntop(AF_INET, &addr, out, socklen_t(buf.count)) != nil
+            case .v6(let a)?:
+                var addr = a.address.sin6_addr
+                ok = inet_ntop(AF_INET6, &addr, out, socklen_t(buf.count)) != nil
+            default:
+                ok = false
+            }
+            guard ok else { return nil }
+            return Array(UnsafeRawBufferPointer(rebasing: buf[..<strlen(out)]))
+        }
     }
 }
 

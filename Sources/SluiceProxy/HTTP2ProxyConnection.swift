@@ -30,7 +30,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         self.loop = loop
         self.tls = tls
         self.sniCertificate = sniCertificate
-        self.client = ClientInfo(remote: nil, local: nil, proto: tls ? "https" : "http")
+        self.client = ClientInfo(proto: tls ? "https" : "http")
     }
 
     var session: HTTP2Session? { handler?.session }
@@ -75,7 +75,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     func http2ConnectionStarted(_ handler: HTTP2ServerHandler, context: ChannelHandlerContext) {
         self.handler = handler
         self.context = context
-        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: tls ? "https" : "http")
+        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
         loop.registry.add(self)
         if loop.settings.metricsEnabled { loop.metrics.h2Connection() }
         scheduleTimer()

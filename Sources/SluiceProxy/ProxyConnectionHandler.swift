@@ -57,6 +57,20 @@ final class EventLoopContext: @unchecked Sendable {
         return try body()
     }
 
+    // MARK: Listener addresses
+
+    /// The rendered local port and authority of each local address connections arrived on
+    /// (a handful: the listeners), so that a connection does not format them again.
+    private var localPartsByAddress: [SocketAddress: (port: [UInt8], authority: [UInt8])] = [:]
+
+    func localParts(_ address: SocketAddress?) -> (port: [UInt8], authority: [UInt8]) {
+        guard let address else { return ClientInfo.localParts(nil) }
+        if let known = localPartsByAddress[address] { return known }
+        let parts = ClientInfo.localParts(address)
+        if localPartsByAddress.count < 64 { localPartsByAddress[address] = parts }
+        return parts
+    }
+
     // MARK: Retry budget
 
     /// Requests in progress on this loop, and how many of them are retries: retries of 5xx and
@@ -348,7 +362,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.settings = loop.settings
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
-        self.client = ClientInfo(remote: nil, local: nil, proto: tls ? "https" : "http")
+        self.client = ClientInfo(proto: tls ? "https" : "http")
         if loop.accessLog != nil { logFields = AccessLogFields() }
     }
 
@@ -369,7 +383,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        client = ClientInfo(remote: context.channel.remoteAddress, local: context.channel.localAddress, proto: tls ? "https" : "http")
+        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
         loop.registry.add(self)
         phaseSince = .now()
         scheduleTimer()

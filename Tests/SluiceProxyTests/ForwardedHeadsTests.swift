@@ -82,4 +82,19 @@ struct ForwardedHeadsTests {
             #expect(String(buffer: b) == s + "\r\n")
         }
     }
+
+    @Test func clientAddressesAreRenderedNumerically() throws {
+        let v4 = ClientInfo(remote: try SocketAddress(ipAddress: "192.0.2.7", port: 5555),
+                            local: try SocketAddress(ipAddress: "127.0.0.1", port: 8080), proto: "http")
+        #expect(String(decoding: v4.ip, as: UTF8.self) == "192.0.2.7")
+        #expect(String(decoding: v4.localPort, as: UTF8.self) == "8080")
+        #expect(String(decoding: v4.localAuthority, as: UTF8.self) == "127.0.0.1:8080")
+        let v6 = ClientInfo(remote: try SocketAddress(ipAddress: "2001:db8::1", port: 5555),
+                            local: try SocketAddress(ipAddress: "::1", port: 8443), proto: "https")
+        #expect(String(decoding: v6.ip, as: UTF8.self) == "2001:db8::1")
+        #expect(String(decoding: v6.localAuthority, as: UTF8.self) == "[::1]:8443")
+        let none = ClientInfo(remote: nil, local: nil, proto: "http")
+        #expect(String(decoding: none.ip, as: UTF8.self) == "unknown")
+        #expect(String(decoding: none.localAuthority, as: UTF8.self) == "localhost:0")
+    }
 }
