@@ -399,13 +399,18 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             // 1xx are not relayed over h2 (the final response follows).
             return
         }
-        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream,
-           tries.retryLeft, idempotent, !bodySent, requestDone {
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, requestHead != nil,
+           !bodySent, requestDone, tries.mayRetry(replayable: false, idempotent: idempotent, loop: loop) {
+            // Decided before closing (see ProxyConnectionHandler): a closed connection's response
+            // cannot be relayed any more.
             upstream = nil
             conn.close()
             endAttempt(.serverError)
             record.upstreamStatus = head.status
-            if retry(after: .invalidResponse(HTTP1ParseError(.malformed, "gateway error from upstream")), replayable: false) { return }
+            if !retry(after: .gatewayStatus(head.status), replayable: false) {
+                respondUpstreamFailure(.gatewayStatus(head.status))
+            }
+            return
         }
         releaseRequestHead()
         record.upstreamStatus = head.status

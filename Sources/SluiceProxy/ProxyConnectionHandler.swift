@@ -977,14 +977,20 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         informationalInProgress = false
-        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, tries.retryLeft, method.isIdempotent, !bodyBytesSent, requestDone {
-            // The upstream's own gateway error, and the policy allows another endpoint: this
-            // response is dropped (its connection closed) and the request goes elsewhere.
+        if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, requestHead != nil, !bodyBytesSent,
+           requestDone, tries.mayRetry(replayable: false, idempotent: method.isIdempotent, loop: loop) {
+            // The upstream's own gateway error, and the policy (and the loop's retry budget)
+            // allows another endpoint: this response is dropped (its connection closed) and the
+            // request goes elsewhere. Decided before closing: once the connection is closed, the
+            // rest of this response can no longer be relayed.
             upstream = nil
             conn.close()
             endAttempt(.serverError)
             record.upstreamStatus = head.status
-            if retry(after: .invalidResponse(HTTP1ParseError(.malformed, "gateway error from upstream")), replayable: false) { return }
+            if !retry(after: .gatewayStatus(head.status), replayable: false) {
+                respondUpstreamFailure(.gatewayStatus(head.status))
+            }
+            return
         }
         requestHead = nil
         record.upstreamStatus = head.status

@@ -81,8 +81,15 @@ struct UpstreamAttempts {
         index = -1
     }
 
-    /// Whether the policy leaves a retry for an upstream's own 502/503/504.
-    var retryLeft: Bool { pool.map { retriesDone < $0.policy.retries } ?? false }
+    /// Whether `retry` would allow another attempt now (nothing changes). An upstream's own
+    /// 502/503/504 is dropped only when it does: otherwise it is the answer.
+    func mayRetry(replayable: Bool, idempotent: Bool, loop: EventLoopContext) -> Bool {
+        guard let pool else { return false }
+        let allowed = replayable ? count < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
+        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
+        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
+        return allowed && (replayable || loop.retryBudgetAllows)
+    }
 
     /// After a failed attempt: whether another endpoint may be tried (the caller then calls
     /// `next`). `replayable`: nothing reached an endpoint that could have acted on it (a connect
@@ -90,11 +97,7 @@ struct UpstreamAttempts {
     /// endpoints; otherwise only idempotent requests, as often as `sluice.io/retries` allows,
     /// and within the loop's retry budget.
     mutating func retry(after error: UpstreamError, replayable: Bool, idempotent: Bool, loop: EventLoopContext) -> Bool {
-        guard let pool else { return false }
-        let allowed = replayable ? count < min(pool.endpoints.count, 3) + 1 : (idempotent && retriesDone < pool.policy.retries)
-        // The budget bounds retries of work an endpoint may have done (5xx, timeouts); an attempt
-        // that reached no endpoint (refused, reset before reading) costs the backends nothing.
-        guard allowed, replayable || loop.retryBudgetAllows else { return false }
+        guard let pool, mayRetry(replayable: replayable, idempotent: idempotent, loop: loop) else { return false }
         if !replayable { retriesDone += 1 }
         lastFailure = error
         if !countedAsRetry {

@@ -12,10 +12,14 @@ public enum UpstreamError: Error, Sendable, CustomStringConvertible {
     /// Bytes arrived that belong to no request.
     case unsolicitedData
     case readTimeout
+    /// The upstream answered with its own gateway error (502/503/504), dropped for a retry:
+    /// when no retry can follow, the client gets that status.
+    case gatewayStatus(Int)
 
     public var status: Int {
         switch self {
         case .connectTimeout, .readTimeout: return 504
+        case .gatewayStatus(let s): return s
         default: return 502
         }
     }
@@ -29,6 +33,7 @@ public enum UpstreamError: Error, Sendable, CustomStringConvertible {
         case .invalidResponse(let e): return "upstream sent an invalid response: \(e.reason)"
         case .unsolicitedData: return "upstream sent data without a request"
         case .readTimeout: return "upstream response timed out"
+        case .gatewayStatus(let s): return "the upstream answered \(s)"
         }
     }
 }
