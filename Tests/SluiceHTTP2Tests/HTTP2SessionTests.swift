@@ -317,6 +317,9 @@ extension HTTP2SessionTests {
         let session = HTTP2Session(clock: { fixed })
         let delegate = SnapshotDelegate()
         session.delegate = delegate
+        // The session holds its delegate strongly (the server handler drops it at close); this
+        // delegate's closure holds the session, so the test ends the cycle the same way.
+        defer { session.delegate = nil }
         delegate.respond = { s in
             var head = HTTP2HeaderBlock()
             head.add(":status", "204")
