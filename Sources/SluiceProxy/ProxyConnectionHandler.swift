@@ -652,6 +652,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 // Bytes here are the next (pipelined) request; they wait, within a bound.
                 if inbound.readableBytes > settings.maxBufferedPipelineBytes && !readPausedForPipeline {
                     readPausedForPipeline = true
+                } else if inbound.readableBytes == 0 && inbound.capacity > 0 {
+                    // Nothing waits: let go of the read's storage while the response comes. Held,
+                    // it kept the TLS handler from writing over its plaintext buffer (one
+                    // allocation per HTTPS request) and NIO's receive buffer from its pool.
+                    inbound = ByteBuffer()
                 }
                 return
             case .tunnel:
