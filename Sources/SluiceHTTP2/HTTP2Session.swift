@@ -165,6 +165,14 @@ public final class HTTP2Session {
         if rv != 0 { reset(stream, code: UInt32(NGHTTP2_INTERNAL_ERROR.rawValue)) }
     }
 
+    /// An interim 100 (Continue): the client may send the body it holds back for it (RFC 9110
+    /// §10.1.1). nghttp2 sends non-final heads with `submit_headers`.
+    public func sendContinue(_ stream: HTTP2Stream) {
+        var block = HTTP2HeaderBlock(capacity: 16)
+        block.add(":status", "100")
+        _ = block.withNV { nv, n in nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, nil, nv, n, nil) }
+    }
+
     /// Queues response body bytes. Returns true when the stream holds more than the high-water
     /// mark: the caller should stop reading its source until `http2StreamDrained`.
     @discardableResult

@@ -46,6 +46,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var bodyBytes: Int64 = 0
     private var bodySent = false
     private var requestDone = false
+    /// The client sent `expect: 100-continue` and holds its body back until told to go on (or
+    /// until its own timeout, a second for curl). `expect` itself is not forwarded.
+    private var expectsContinue = false
+    private var continueSent = false
     private var responseStarted = false
     private var responseHasBody = false
     private var hsts: [UInt8]? = nil
@@ -146,6 +150,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         bodyLimit = pool.policy.maxBodySize ?? loop.settings.maxBodySize
         framing = requestFraming()
+        expectsContinue = !requestDone && stream.fields.contains { f in
+            stream.fieldNamed(f, "expect") && stream.headerBytes[f.value].elementsEqual("100-continue".utf8) { ($0 | 0x20) == $1 }
+        }
         if let limit = bodyLimit, case .contentLength(let n) = framing, n > limit {
             respondLocal(status: 413, detail: "the body (\(n) bytes) is larger than \(limit) bytes")
             return
@@ -290,6 +297,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         self.reused = reused
         state = .forwarding
         conn.attach(self, requestIsHead: isHead, now: now)
+        if expectsContinue && !continueSent && !requestDone {
+            // Our own 100, as over HTTP/1.1: the request was accepted and has an upstream.
+            continueSent = true
+            session?.sendContinue(stream)
+        }
         if let requestHead { conn.write(requestHead) }
         if let early = earlyBody {
             earlyBody = nil

@@ -120,6 +120,19 @@ struct HTTP2Tests {
         // An empty POST still tells the upstream its length.
         let empty = try curl(["--http2-prior-knowledge", "-H", "Host: h2.local", "-X", "POST", "http://127.0.0.1:\(f.http)/e"])
         #expect(empty.stdout.contains(#""content-length":"0""#))
+        // `expect: 100-continue`: the proxy answers 100 once the request has an upstream, so the
+        // client sends at once instead of waiting out its timeout (5 s here); `expect` is not
+        // forwarded. Over TLS (ALPN h2) and over h2c.
+        for args in [f.tlsArgs + ["https://shop.local:\(f.https)/upload"],
+                     ["--http2-prior-knowledge", "-H", "Host: h2.local", "http://127.0.0.1:\(f.http)/upload"]] {
+            let start = Date()
+            let r = try curl(["-s", "-v", "--expect100-timeout", "5", "-H", "Expect: 100-continue", "--data-binary", "@" + file] + args)
+            let elapsed = Date().timeIntervalSince(start)
+            #expect(r.stderr.contains("< HTTP/2 100"), "\(r.stderr.suffix(600))")
+            #expect(r.stdout.contains(#""body_bytes":3000000"#))
+            #expect(!r.stdout.contains(#""expect""#), "expect was forwarded: \(r.stdout.prefix(400))")
+            #expect(elapsed < 3, "the body waited for curl's timeout: \(elapsed) s")
+        }
     }
 
     @Test func manyParallelStreams() throws {
