@@ -235,7 +235,7 @@ public final class HTTP2Session {
     }
 
     fileprivate func header(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[sluice_nghttp2_frame_stream_id(frame)], !s.receivingTrailers else { return 0 }
+        guard let s = streams[sluice_nghttp2_frame_stream_id(frame)] else { return 0 }
         s.headerListSize += name.count + value.count + 32
         s.headerCount += 1
         if s.headerListSize > limits.maxHeaderListSize || s.headerCount > limits.maxHeaderFields {
@@ -246,7 +246,12 @@ public final class HTTP2Session {
         if !HTTP2Session.isAcceptable(name: name, value: value) {
             return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
-        s.append(name: name, value: value)
+        if s.receivingTrailers {
+            // Counted against the same limits as the head (the list size and field count).
+            s.appendTrailer(name: name, value: value)
+        } else {
+            s.append(name: name, value: value)
+        }
         return 0
     }
 

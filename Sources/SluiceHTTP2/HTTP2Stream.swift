@@ -26,8 +26,32 @@ public final class HTTP2Stream {
     public internal(set) var requestEnded = false
     var headerListSize = 0
     var headerCount = 0
-    /// HEADERS after the request head are trailers; they end the request and are not kept.
+    /// HEADERS after the request head are trailers; they end the request.
     var receivingTrailers = false
+    /// The request's trailer fields as HTTP/1.1 lines (`name: value\r\n`), ready for the last
+    /// chunk of a chunked upstream body. Fields that must not be trailers (framing, routing,
+    /// connection-specific ones) are left out.
+    public private(set) var trailerLines: [UInt8] = []
+
+    func appendTrailer(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        if Self.neverATrailer(name) { return }
+        trailerLines.append(contentsOf: name)
+        trailerLines.append(contentsOf: ": ".utf8)
+        trailerLines.append(contentsOf: value)
+        trailerLines.append(contentsOf: "\r\n".utf8)
+    }
+
+    /// RFC 9110 §6.5.1: fields about framing, routing or the connection are not trailers.
+    static func neverATrailer(_ name: UnsafeRawBufferPointer) -> Bool {
+        if name.first == UInt8(ascii: ":") { return true }
+        for n in ["content-length", "transfer-encoding", "host", "te", "trailer", "connection", "keep-alive",
+                  "proxy-connection", "upgrade", "expect", "content-type", "content-encoding", "content-range", "authorization",
+                  "cookie", "set-cookie", "cache-control", "max-forwards", "range", "if-match", "if-none-match",
+                  "if-modified-since", "if-unmodified-since", "if-range"] where name.elementsEqual(n.utf8) {
+            return true
+        }
+        return false
+    }
 
     /// What the application attaches to the stream (the proxy's exchange).
     public var context: AnyObject? = nil

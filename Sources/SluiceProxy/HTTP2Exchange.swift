@@ -363,10 +363,16 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
     }
 
+    /// The last chunk, with the request's trailers when it had any. (With a declared length the
+    /// upstream body is not chunked and there is no place for them: they are dropped, as nginx
+    /// does.)
     private func writeEnd() {
         guard let upstream, framing == .chunked else { return }
-        var last = ByteBufferAllocator().buffer(capacity: 5)
-        last.writeStaticString("0\r\n\r\n")
+        let trailers = stream.trailerLines
+        var last = ByteBufferAllocator().buffer(capacity: 5 + trailers.count)
+        last.writeStaticString("0\r\n")
+        last.writeBytes(trailers)
+        last.writeStaticString("\r\n")
         upstream.write(last)
     }
 

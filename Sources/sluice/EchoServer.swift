@@ -100,7 +100,17 @@ final class EchoHandler: ChannelInboundHandler {
             case .body(let r, let c):
                 bodyBytes += Int64(r.count)
                 inbound.moveReaderIndex(forwardBy: c)
-            case .end(_, let c):
+            case .end(let t, let c):
+                // Trailer lines of a chunked body, reported as `"trailers": {name: value}`.
+                trailers = inbound.withUnsafeReadableBytes { p in
+                    String(decoding: UnsafeRawBufferPointer(rebasing: p[t]), as: UTF8.self)
+                }.split(separator: "\r\n").compactMap { line -> (String, String)? in
+                    guard let colon = line.firstIndex(of: ":") else { return nil }
+                    var v = line[line.index(after: colon)...]
+                    while v.first == " " || v.first == "\t" { v.removeFirst() }
+                    while v.last == " " || v.last == "\t" { v.removeLast() }
+                    return (line[..<colon].lowercased(), String(v))
+                }
                 inbound.moveReaderIndex(forwardBy: c)
                 respond(context: context)
             case .error(let e):
@@ -113,6 +123,7 @@ final class EchoHandler: ChannelInboundHandler {
         }
     }
 
+    private var trailers: [(String, String)] = []
     private var wsKey: String? = nil
     private var wantsClose = false
     private var isHead = false
@@ -211,7 +222,9 @@ final class EchoHandler: ChannelInboundHandler {
             pump(context: context)
             return
         }
-        let body = path == "/healthz" ? "ok\n" : json + ",\"body_bytes\":\(bodyBytes)}\n"
+        let trailerJSON = trailers.isEmpty ? "" : ",\"trailers\":{" + trailers.map { jsonString($0.0) + ":" + jsonString($0.1) }.joined(separator: ",") + "}"
+        trailers = []
+        let body = path == "/healthz" ? "ok\n" : json + trailerJSON + ",\"body_bytes\":\(bodyBytes)}\n"
         head += "content-type: \(path == "/healthz" ? "text/plain" : "application/json")\r\n"
         var b = context.channel.allocator.buffer(capacity: head.utf8.count + body.utf8.count + 64)
         if c.chunked {

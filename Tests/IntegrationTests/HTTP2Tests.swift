@@ -135,6 +135,24 @@ struct HTTP2Tests {
         }
     }
 
+    /// Request trailers (gRPC-style clients send them) reach an upstream whose body is chunked;
+    /// fields that cannot be trailers are left out. With a declared length there is no place
+    /// for them in HTTP/1.1 and they are dropped.
+    @Test func requestTrailersReachAChunkedUpstream() throws {
+        let f = try Fixture()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-trailers-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        _ = FileManager.default.createFile(atPath: file, contents: Data(repeating: 0x61, count: 100_000))
+        let base = ["-d", file, "--trailer", "x-checksum: abc123", "--trailer", "host: evil.example", "-H", ":authority: h2.local"]
+        let chunked = try run("nghttp", base + ["--no-content-length", "http://127.0.0.1:\(f.http)/t"], timeout: 30)
+        #expect(chunked.stdout.contains(#""body_bytes":100000"#), "\(chunked.stdout.prefix(600)) \(chunked.stderr)")
+        #expect(chunked.stdout.contains(#""transfer-encoding":"chunked""#))
+        #expect(chunked.stdout.contains(#""trailers":{"x-checksum":"abc123"}"#), "\(chunked.stdout.prefix(800))")
+        let sized = try run("nghttp", base + ["http://127.0.0.1:\(f.http)/t"], timeout: 30)
+        #expect(sized.stdout.contains(#""body_bytes":100000"#))
+        #expect(!sized.stdout.contains(#""trailers""#))
+    }
+
     @Test func manyParallelStreams() throws {
         let f = try Fixture()
         guard Paths.tool("nghttp") != nil, Paths.tool("h2load") != nil else {
