@@ -170,7 +170,13 @@ public final class HTTP2Session {
     public func sendContinue(_ stream: HTTP2Stream) {
         var block = HTTP2HeaderBlock(capacity: 16)
         block.add(":status", "100")
-        _ = block.withNV { nv, n in nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, nil, nv, n, nil) }
+        sendInformational(stream, headers: block)
+    }
+
+    /// Another interim (1xx) head before the final response, such as 103 (Early Hints).
+    public func sendInformational(_ stream: HTTP2Stream, headers: HTTP2HeaderBlock) {
+        guard !stream.responseSubmitted else { return }
+        _ = headers.withNV { nv, n in nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, nil, nv, n, nil) }
     }
 
     /// Queues response body bytes. Returns true when the stream holds more than the high-water

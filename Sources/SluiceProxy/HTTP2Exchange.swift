@@ -413,8 +413,19 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         if head.isInformational {
             if head.status == 101 {
                 upstreamFailed(.invalidResponse(HTTP1ParseError(.malformed, "101 without an upgrade request")))
+                return
             }
-            // 1xx are not relayed over h2 (the final response follows).
+            // Interim heads such as 103 (Early Hints) are relayed, hop-by-hop fields removed. The
+            // upstream's 100 is not: the proxy answers `expect` itself.
+            if head.status != 100, state == .forwarding, let session {
+                var block = connection.takeHeaderBlock()
+                buffer.withUnsafeReadableBytes { p in
+                    ForwardedHeads.responseFields(into: &block, head: head, bytes: p, keepContentLength: false, extra: nil)
+                }
+                session.sendInformational(stream, headers: block)
+                connection.returnHeaderBlock(block)
+                connection.produceOutput()
+            }
             return
         }
         if (head.status == 502 || head.status == 503 || head.status == 504), let conn = upstream, requestHead != nil,

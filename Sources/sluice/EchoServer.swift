@@ -54,6 +54,8 @@ final class EchoHandler: ChannelInboundHandler {
         var close = false
         /// Close the connection, unanswered, when the next request on it arrives (a keep-alive race).
         var dropNext = false
+        /// Send a 103 (Early Hints) with a `link` field before the response.
+        var earlyHints = false
     }
 
     /// Print every request head received (tests read what reached the backend).
@@ -144,6 +146,7 @@ final class EchoHandler: ChannelInboundHandler {
                 case "chunked": controls.chunked = kv[1] == "1"
                 case "close": controls.close = kv[1] == "1"
                 case "drop_next": controls.dropNext = kv[1] == "1"
+                case "early_hints": controls.earlyHints = kv[1] == "1"
                 default: break
                 }
             }
@@ -191,6 +194,11 @@ final class EchoHandler: ChannelInboundHandler {
             return
         }
         let c = controls
+        if c.earlyHints {
+            var b = context.channel.allocator.buffer(capacity: 96)
+            b.writeString("HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n")
+            context.writeAndFlush(wrapOutboundOut(b), promise: nil)
+        }
         if c.delayMS > 0 {
             busy = true
             context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(c.delayMS))) {

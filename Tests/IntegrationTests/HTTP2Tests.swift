@@ -153,6 +153,22 @@ struct HTTP2Tests {
         #expect(!sized.stdout.contains(#""trailers""#))
     }
 
+    /// An upstream's 103 (Early Hints) reaches the client before the final response, over
+    /// HTTP/1.1 and over h2 (TLS and h2c); hop-by-hop fields stay behind.
+    @Test func earlyHintsAreRelayed() throws {
+        let f = try Fixture()
+        for args in [["--http1.1", "-H", "Host: h2.local", "http://127.0.0.1:\(f.http)/page?early_hints=1"],
+                     ["--http2-prior-knowledge", "-H", "Host: h2.local", "http://127.0.0.1:\(f.http)/page?early_hints=1"],
+                     f.tlsArgs + ["https://shop.local:\(f.https)/page?early_hints=1"]] {
+            let r = try curl(["-s", "-v", "-o", "/dev/null"] + args)
+            let heads = r.stderr.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("< ") }.map { $0.dropFirst(2).trimmingCharacters(in: .whitespacesAndNewlines) }
+            let hints = heads.firstIndex { $0.hasPrefix("HTTP/") && $0.contains(" 103") }
+            let final = heads.firstIndex { $0.hasPrefix("HTTP/") && $0.contains(" 200") }
+            #expect(hints != nil && final != nil && hints! < final!, "\(heads)")
+            #expect(heads.contains("link: </style.css>; rel=preload; as=style"), "\(heads)")
+        }
+    }
+
     @Test func manyParallelStreams() throws {
         let f = try Fixture()
         guard Paths.tool("nghttp") != nil, Paths.tool("h2load") != nil else {
