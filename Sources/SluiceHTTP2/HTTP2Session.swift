@@ -339,7 +339,9 @@ public final class HTTP2Session {
 
     fileprivate func streamClosed(_ id: Int32, errorCode: UInt32) -> Int32 {
         guard var s = streams.removeValue(forKey: id) else { return 0 }
-        s.pending.removeAll()
+        // Keeping the capacity: without it CircularBuffer frees its storage and allocates a
+        // one-slot one, and the queue handed to the next stream would start from nothing.
+        s.pending.removeAll(keepingCapacity: true)
         s.pendingBytes = 0
         delegate?.http2StreamClosed(s, errorCode: errorCode)
         s.context = nil

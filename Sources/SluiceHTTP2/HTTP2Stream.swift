@@ -97,7 +97,7 @@ public final class HTTP2Stream {
     func takeStorage() -> Storage {
         headerBytes.removeAll(keepingCapacity: true)
         fields.removeAll(keepingCapacity: true)
-        pending.removeAll(keepingCapacity: true)
+        pending.removeAll(keepingCapacity: true)  // already empty when the session closed the stream
         let s = Storage(headerBytes: headerBytes, fields: fields, pending: pending)
         headerBytes = []
         fields = []
