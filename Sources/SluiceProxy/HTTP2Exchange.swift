@@ -36,7 +36,13 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var earlyEnd = false
     private var owedWindow = 0
     private var upstream: UpstreamConnection? = nil
-    private var endpoint: Endpoint? = nil
+    /// The endpoint of the attempt in progress, as an index into the pool's list: storing the
+    /// `Endpoint` itself cost reference counting on every request, for a value only logs read.
+    private var endpointIndex = -1
+    private var endpoint: Endpoint? {
+        guard let pool = pool, endpointIndex >= 0, endpointIndex < pool.endpoints.count else { return nil }
+        return pool.endpoints[endpointIndex]
+    }
     private var reused = false
     private var retried = false
     private var tries = UpstreamAttempts()
@@ -160,7 +166,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         var out = connection.headBuffer(capacity: stream.headerBytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.loop.ids)
-        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
+        if logFields?.requestID.isEmpty == true { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
         requestHead = out
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
@@ -182,8 +188,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             if let lastFailure = tries.lastFailure { respondUpstreamFailure(lastFailure) } else { respondLocal(status: 503, detail: why) }
         case .endpoint(let i):
             let chosen = pool.endpoints[i]
-            endpoint = chosen
-            record.endpoint = chosen
+            endpointIndex = i
+            if loop.accessLog != nil { record.endpoint = chosen }  // only the access log reads it
             record.endpointID = pool.endpointIDs[i]
             setCookie = tries.affinityCookie
             if let conn = loop.upstreams.acquire(chosen) {

@@ -321,7 +321,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var expectsContinue = false
     private var requestFraming = HTTP1BodyFraming.none
     private var requestHead: ByteBuffer? = nil
-    private var endpoint: Endpoint? = nil
+    /// The endpoint of the attempt in progress, as an index into the pool's list: storing the
+    /// `Endpoint` itself cost reference counting on every request, for a value only logs read.
+    private var endpointIndex = -1
+    private var endpoint: Endpoint? {
+        guard let pool = backend, endpointIndex >= 0, endpointIndex < pool.endpoints.count else { return nil }
+        return pool.endpoints[endpointIndex]
+    }
     private var tries = UpstreamAttempts()
     /// The backend of the exchange in progress.
     private var backend: BackendPool? { tries.pool }
@@ -332,6 +338,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var bodyLimit: Int64? = nil
     private var bodyBytesForwarded: Int64 = 0
     private var upstream: UpstreamConnection? = nil
+    /// The client channel's writability as its events reported it (read once per change, not
+    /// through `context.channel` on every request).
+    private var clientWritable = true
     private var upstreamReused = false
     private var retried = false
     private var bodyBytesSent = false
@@ -356,6 +365,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var responseStatus = 0
     /// Present when the access log is on.
     private var logFields: AccessLogFields? = nil
+    /// `logFields != nil`, without copying the optional out to test it (a copy per request).
+    private let logging: Bool
 
     init(loop: EventLoopContext, tls: Bool = false) {
         self.loop = loop
@@ -363,13 +374,15 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
         self.client = ClientInfo(proto: tls ? "https" : "http")
-        if loop.accessLog != nil { logFields = AccessLogFields() }
+        logging = loop.accessLog != nil
+        if logging { logFields = AccessLogFields() }
     }
 
     // MARK: - Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        clientWritable = context.channel.isWritable
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -525,7 +538,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        upstream?.setReadPaused(!context.channel.isWritable)
+        clientWritable = context.channel.isWritable
+        upstream?.setReadPaused(!clientWritable)
         context.fireChannelWritabilityChanged()
     }
 
@@ -682,7 +696,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         exchangeID &+= 1
         record.begin(now: loop.now, bytesIn: headLength)
         responseStatus = 0
-        if logFields != nil { captureLogFields(head) }
+        if logging { captureLogFields(head) }
         method = head.method
         clientHTTP11 = head.isHTTP11OrLater
         clientKeepAlive = !head.wantsClose
@@ -773,7 +787,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
                 upgrade: upgradeRequested, ids: &loop.ids)
         }
-        if logFields != nil && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
+        if logging && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
         keep(out, in: &requestHeadScratch)
@@ -795,8 +809,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
         case .endpoint(let i):
             let chosen = pool.endpoints[i]
-            endpoint = chosen
-            record.endpoint = chosen
+            endpointIndex = i
+            if logging { record.endpoint = chosen }  // only the access log reads it
             record.endpointID = pool.endpointIDs[i]
             extraResponseLines = tries.affinityCookie.map { Array("set-cookie: \($0)\r\n".utf8) }
             if let conn = loop.upstreams.acquire(chosen) {
@@ -912,7 +926,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 context.writeAndFlush(wrapOutboundOut(c), promise: nil)
             }
         }
-        conn.setReadPaused(!context.channel.isWritable)
+        conn.setReadPaused(!clientWritable)
         updateReadPause(upstreamWritable: conn.isWritable)
     }
 

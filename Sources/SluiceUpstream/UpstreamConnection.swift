@@ -32,6 +32,12 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     var lastActivity = NIODeadline.now()
     private var readPaused = false
     private var pendingRead = false
+    /// The channel's state as its events reported it: reading `context.channel` on every
+    /// request copied an existential and dispatched through it (a few ARC operations each).
+    /// A connection reaches its user only after its connect succeeded, so it is open until
+    /// `channelInactive`.
+    private var inactive = false
+    private var writable = true
     /// Told once when the connection closes (the pool's count of open connections).
     var onClose: (() -> Void)? = nil
 
@@ -42,10 +48,10 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     public var isUsable: Bool {
-        mode == .http && !mustClose && (context?.channel.isActive ?? false) && inbound.readableBytes == 0 && parser.isIdle
+        mode == .http && !mustClose && !inactive && context != nil && inbound.readableBytes == 0 && parser.isIdle
     }
 
-    public var isWritable: Bool { context?.channel.isWritable ?? false }
+    public var isWritable: Bool { writable && !inactive && context != nil }
     public var channel: Channel? { context?.channel }
     /// When the connection last saw a byte (or the end) from the upstream: during the delegate's
     /// response callbacks, the time of the event that caused them.
@@ -117,6 +123,7 @@ public final class UpstreamConnection: ChannelDuplexHandler {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        writable = context.channel.isWritable
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -203,10 +210,12 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        writable = context.channel.isWritable
+        delegate?.upstreamWritabilityChanged(isWritable: writable)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        inactive = true
         // The end of a close-delimited response is timed here.
         lastActivity = .now()
         if let onClose {

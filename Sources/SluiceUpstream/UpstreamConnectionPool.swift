@@ -18,9 +18,10 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     }
 
     private var idle: [Endpoint: IdleStack] = [:]
-    /// The stack used last: most traffic goes to few endpoints, and comparing an endpoint is
-    /// cheaper than hashing it (twice per request).
-    private var recent: (endpoint: Endpoint, stack: IdleStack)? = nil
+    /// The stack used last: most traffic goes to few endpoints, and comparing an endpoint's key
+    /// is cheaper than hashing the endpoint (twice per request).
+    private var recentKey = Endpoint.Key()
+    private var recentStack: IdleStack? = nil
     private var sweeper: RepeatedTask?
     private var closed = false
     /// Upstream connections of this loop that are open (idle or busy).
@@ -74,13 +75,16 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     }
 
     private func stack(for endpoint: Endpoint, create: Bool) -> IdleStack? {
-        if let recent, recent.endpoint == endpoint { return recent.stack }
+        if endpoint.key.exact && endpoint.key == recentKey, let recentStack { return recentStack }
         var stack = idle[endpoint]
         if stack == nil && create {
             stack = IdleStack()
             idle[endpoint] = stack
         }
-        if let stack { recent = (endpoint, stack) }
+        if let stack {
+            recentKey = endpoint.key
+            recentStack = stack
+        }
         return stack
     }
 
@@ -112,7 +116,7 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             for c in stack.connections { c.close() }
             idle[endpoint] = nil
         }
-        recent = nil
+        forgetRecent()
     }
 
     public func closeAll() {
@@ -121,7 +125,12 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         sweeper?.cancel()
         for stack in idle.values { for c in stack.connections { c.close() } }
         idle.removeAll()
-        recent = nil
+        forgetRecent()
+    }
+
+    private func forgetRecent() {
+        recentKey = Endpoint.Key()
+        recentStack = nil
     }
 
     public var idleCount: Int { idle.values.reduce(0) { $0 + $1.connections.count } }
@@ -136,6 +145,6 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             }
             if stack.connections.isEmpty { idle[endpoint] = nil }
         }
-        recent = nil
+        forgetRecent()
     }
 }
