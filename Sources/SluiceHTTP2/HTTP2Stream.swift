@@ -1,4 +1,7 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A request field as offsets into `HTTP2Stream.headerBytes`.
 public struct HTTP2Field: Sendable {
@@ -129,12 +132,9 @@ public final class HTTP2Stream {
     /// True when field `f`'s name equals `name` (lower-case ASCII; h2 names are lower-case).
     public func fieldNamed(_ f: HTTP2Field, _ name: StaticString) -> Bool {
         guard f.name.count == name.utf8CodeUnitCount else { return false }
-        let p = name.utf8Start
-        var i = 0
-        for k in f.name {
-            if headerBytes[k] != p[i] { return false }
-            i += 1
+        // One access to the array, not one per byte (each is an exclusivity check).
+        return headerBytes.withUnsafeBufferPointer { b in
+            memcmp(b.baseAddress! + f.name.lowerBound, name.utf8Start, f.name.count) == 0
         }
-        return true
     }
 }

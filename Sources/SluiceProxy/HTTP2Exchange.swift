@@ -76,7 +76,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func start(endStream: Bool) {
         requestDone = endStream
-        record.begin(now: lastClientData, bytesIn: stream.headerBytes.count)
+        // Read once: every `stream.headerBytes` is a retain, a release and an exclusivity check.
+        let bytes = stream.headerBytes
+        record.begin(now: lastClientData, bytesIn: bytes.count)
         if loop.accessLog != nil { captureLogFields() }
         if stream.headersTooLarge {
             respondLocal(status: 431, detail: "request header fields too large")
@@ -86,7 +88,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 400, detail: "missing :method")
             return
         }
-        let checked = stream.headerBytes.withUnsafeBytes { p -> (status: Int, detail: String)? in
+        let checked = bytes.withUnsafeBytes { p -> (status: Int, detail: String)? in
             let method = UnsafeRawBufferPointer(rebasing: p[methodRange])
             isHead = method.elementsEqual("HEAD".utf8)
             idempotent = isHead || method.elementsEqual("GET".utf8) || method.elementsEqual("OPTIONS".utf8)
@@ -103,12 +105,13 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: checked.status, detail: checked.detail)
             return
         }
-        guard let authority = resolveAuthority() else { return }
+        guard let authority = resolveAuthority(bytes) else { return }
+        let path = stream.path!
 
         let snapshot = loop.config.snapshot
-        let policy = stream.headerBytes.withUnsafeBytes { p in
+        let policy = bytes.withUnsafeBytes { p in
             loop.hostPolicy(snapshot, tls: connection.tls, sni: connection.sniCertificate,
-                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]),
+                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path]),
                             memo: &connection.hostPolicyMemo)
         }
         switch policy {
@@ -121,8 +124,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 308, detail: "this host is served over https: \(location)", location: location)
             return
         }
-        let decision = stream.headerBytes.withUnsafeBytes { p in
-            loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[stream.path!]))
+        let decision = bytes.withUnsafeBytes { p in
+            loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path]))
         }
         let pool: BackendPool
         switch decision {
@@ -144,7 +147,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         var hashKey: UInt64 = 0
         var affinityPreferred: Int? = nil
         if poolPolicy.balance == .consistentHash || poolPolicy.affinityCookie != nil {
-            stream.headerBytes.withUnsafeBytes { p in
+            bytes.withUnsafeBytes { p in
                 let fields: RequestKeys.Fields = { visit in
                     for f in self.stream.fields where !visit(UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value])) { break }
                 }
@@ -155,15 +158,15 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             }
         }
         bodyLimit = pool.policy.maxBodySize ?? loop.settings.maxBodySize
-        framing = requestFraming()
+        framing = requestFraming(bytes)
         expectsContinue = !requestDone && stream.fields.contains { f in
-            stream.fieldNamed(f, "expect") && stream.headerBytes[f.value].elementsEqual("100-continue".utf8) { ($0 | 0x20) == $1 }
+            stream.fieldNamed(f, "expect") && bytes[f.value].elementsEqual("100-continue".utf8) { ($0 | 0x20) == $1 }
         }
         if let limit = bodyLimit, case .contentLength(let n) = framing, n > limit {
             respondLocal(status: 413, detail: "the body (\(n) bytes) is larger than \(limit) bytes")
             return
         }
-        var out = connection.headBuffer(capacity: stream.headerBytes.count + 384)
+        var out = connection.headBuffer(capacity: bytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.loop.ids)
         if logFields?.requestID.isEmpty == true { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
@@ -221,14 +224,14 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     /// `:authority`, or Host when the client sent none; both must agree (RFC 9113 §8.3.1).
-    private func resolveAuthority() -> Range<Int>? {
+    private func resolveAuthority(_ bytes: [UInt8]) -> Range<Int>? {
         var host: Range<Int>? = nil
         var hosts = 0
         for f in stream.fields where stream.fieldNamed(f, "host") {
             host = f.value
             hosts += 1
         }
-        let problem: String? = stream.headerBytes.withUnsafeBytes { p in
+        let problem: String? = bytes.withUnsafeBytes { p in
             if hosts > 1 { return "more than one Host field" }
             if let a = stream.authority, let h = host,
                !p[a].elementsEqual(p[h], by: { ($0 | 0x20) == ($1 | 0x20) }) {
@@ -247,15 +250,15 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         return stream.authority ?? host
     }
 
-    private func requestFraming() -> HTTP1BodyFraming {
+    private func requestFraming(_ bytes: [UInt8]) -> HTTP1BodyFraming {
         var declared: Int64? = nil
         for f in stream.fields where stream.fieldNamed(f, "content-length") {
             // nghttp2 has checked the value and will check it against the DATA received.
-            declared = stream.headerBytes[f.value].reduce(Int64(0)) { $0 &* 10 &+ Int64($1 &- 0x30) }
+            declared = bytes[f.value].reduce(Int64(0)) { $0 &* 10 &+ Int64($1 &- 0x30) }
         }
         if requestDone {
             // No body. Methods that define one still tell the upstream it is empty.
-            let m = stream.headerBytes[stream.method!]
+            let m = bytes[stream.method!]
             let definesBody = m.elementsEqual("POST".utf8) || m.elementsEqual("PUT".utf8) || m.elementsEqual("PATCH".utf8)
             return definesBody || (declared ?? 0) > 0 ? .contentLength(0) : .none
         }
