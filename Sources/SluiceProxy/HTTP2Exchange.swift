@@ -59,7 +59,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private var responseStarted = false
     private var responseHasBody = false
     private var hsts: [UInt8]? = nil
-    private var lastClientData: NIODeadline
+    /// Client body, upstream send and upstream read timeouts, as over HTTP/1.1.
+    private var deadlines: ExchangeDeadlines
     private var record = ExchangeRecord()
     private var responseStatus = 0
     private var logFields: AccessLogFields? = nil
@@ -68,7 +69,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         self.connection = connection
         self.loop = connection.loop
         self.stream = stream
-        self.lastClientData = connection.loop.now
+        self.deadlines = ExchangeDeadlines(stage: .connecting, now: connection.loop.now)
     }
     private var session: HTTP2Session? { connection.session }
 
@@ -78,7 +79,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         requestDone = endStream
         // Read once: every `stream.headerBytes` is a retain, a release and an exclusivity check.
         let bytes = stream.headerBytes
-        record.begin(now: lastClientData, bytesIn: bytes.count)
+        record.begin(now: deadlines.stageSince, bytesIn: bytes.count)
         if loop.accessLog != nil { captureLogFields() }
         if stream.headersTooLarge {
             respondLocal(status: 431, detail: "request header fields too large")
@@ -268,6 +269,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     private func connect(to endpoint: Endpoint) {
         state = .connecting
+        deadlines.enter(.connecting, at: loop.now)
         let attempt = tries.count
         loop.upstreams.connect(endpoint, timeout: pool?.policy.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
@@ -305,6 +307,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         upstream = conn
         self.reused = reused
         state = .forwarding
+        deadlines.enter(.sendingRequest, at: now)
         conn.attach(self, requestIsHead: isHead, now: now)
         if expectsContinue && !continueSent && !requestDone {
             // Our own 100, as over HTTP/1.1: the request was accepted and has an upstream.
@@ -321,11 +324,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             writeEnd()
         }
         conn.flush()
-        if conn.isWritable { releaseWindow() }
+        if requestDone { deadlines.enter(.awaitingResponse, at: now) }
+        if conn.isWritable { releaseWindow() } else { deadlines.upstreamWritability(false, at: now) }
     }
 
     func requestData(_ data: UnsafeRawBufferPointer) {
-        lastClientData = loop.now
+        deadlines.clientBytes(at: loop.now)
         record.bytesIn += data.count
         bodyBytes += Int64(data.count)
         if let limit = bodyLimit, bodyBytes > limit, state != .done {
@@ -393,6 +397,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case .forwarding:
             writeEnd()
             connection.needsUpstreamFlush(self)
+            deadlines.enter(.awaitingResponse, at: loop.now)
         case .done:
             break
         }
@@ -508,6 +513,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
+        deadlines.upstreamWritability(isWritable, at: loop.now)
         if isWritable {
             releaseWindow()
             connection.produceOutput()
@@ -587,26 +593,39 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func checkTimeouts(now: NIODeadline) {
         guard state != .done else { return }
-        if !requestDone && now - lastClientData >= loop.settings.clientBodyTimeout {
+        let limits = ExchangeDeadlines.Limits(
+            head: loop.settings.headTimeout, keepAlive: loop.settings.keepAliveTimeout, clientBody: loop.settings.clientBodyTimeout,
+            upstreamRead: pool?.policy.readTimeout ?? loop.settings.upstreamReadTimeout,
+            upstreamSend: pool?.policy.sendTimeout ?? loop.settings.upstreamReadTimeout)
+        switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
+        case nil, .idleConnection?, .head?:
+            return  // the connection's own timeouts are HTTP2ProxyConnection's
+        case .clientBody?:
             if responseStarted {
                 abortStream()
             } else {
                 respondLocal(status: 408, detail: "request body not received in time")
             }
-            return
+        case .upstreamSend?:
+            loop.logger.info("upstream send timeout", metadata: ["upstream": "\(endpoint?.description ?? "-")", "protocol": "h2"])
+            upstreamTimedOut()
+        case .upstreamRead?:
+            upstreamTimedOut()
         }
-        if let upstream, now - max(upstream.lastUpstreamActivity, lastClientData) >= (pool?.policy.readTimeout ?? loop.settings.upstreamReadTimeout) {
-            self.upstream = nil
-            upstream.close()
-            record.upstreamFailed = true
-            endAttempt(.gatewayFailure)
-            if !responseStarted && retry(after: .readTimeout, replayable: false) { return }
-            if responseStarted {
-                loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(upstream.endpoint)"])
-                abortStream()
-            } else {
-                respondUpstreamFailure(.readTimeout)
-            }
+    }
+
+    private func upstreamTimedOut() {
+        guard let upstream else { return }
+        self.upstream = nil
+        upstream.close()
+        record.upstreamFailed = true
+        endAttempt(.gatewayFailure)
+        if !responseStarted && retry(after: .readTimeout, replayable: false) { return }
+        if responseStarted {
+            loop.logger.warning("upstream timed out mid-response", metadata: ["upstream": "\(upstream.endpoint)"])
+            abortStream()
+        } else {
+            respondUpstreamFailure(.readTimeout)
         }
     }
 

@@ -130,7 +130,9 @@ final class EventLoopContext: @unchecked Sendable {
     }
 
     /// One request is over: count it, and log it when an access log is on.
-    func finish(_ r: inout ExchangeRecord, status: Int, fields: AccessLogFields?, client: [UInt8]) {
+    /// `client` is read only when the access log is on (reading it copied the client's address
+    /// out of the connection, a retain and a release per request for nothing).
+    func finish(_ r: inout ExchangeRecord, status: Int, fields: AccessLogFields?, client: @autoclosure () -> [UInt8]) {
         guard r.open else { return }
         r.open = false
         let now = self.now
@@ -140,7 +142,7 @@ final class EventLoopContext: @unchecked Sendable {
                            bytesIn: r.bytesIn, bytesOut: r.bytesOut, retried: r.retried)
         }
         if let accessLog, let fields {
-            accessLog.append(r, fields: fields, status: status, client: client, route: routeName(r.stat), now: now)
+            accessLog.append(r, fields: fields, status: status, client: client(), route: routeName(r.stat), now: now)
         }
     }
 
@@ -294,9 +296,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var inbound = ByteBuffer()
     private var client: ClientInfo
     private var phase = Phase.awaitingHead
-    private var phaseSince = NIODeadline.now()
-    private var headStartedAt: NIODeadline? = nil
-    private var lastClientActivity = NIODeadline.now()
+    private var deadlines = ExchangeDeadlines(now: .now())
     private var timer: Scheduled<Void>? = nil
     private var draining = false
     private var needsFlush = false
@@ -334,7 +334,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// `set-cookie` (and HSTS) lines the response gets from the proxy.
     private var extraResponseLines: [UInt8]? = nil
     private var continueSent = false
-    private var upstreamBlockedSince: NIODeadline? = nil
     private var bodyLimit: Int64? = nil
     private var bodyBytesForwarded: Int64 = 0
     private var upstream: UpstreamConnection? = nil
@@ -398,7 +397,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelActive(context: ChannelHandlerContext) {
         client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
         loop.registry.add(self)
-        phaseSince = .now()
+        deadlines = ExchangeDeadlines(now: .now())
         scheduleTimer()
         context.fireChannelActive()
     }
@@ -430,7 +429,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let time = NIODeadline.now()
-        lastClientActivity = time
+        deadlines.clientBytes(at: time)
         loop.during(time) { received(unwrapInboundIn(data), context: context) }
     }
 
@@ -597,7 +596,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                         return
                     }
                     if inbound.readableBytes > 0 {
-                        if headStartedAt == nil { headStartedAt = .now() }
+                        if deadlines.stage == .idle { deadlines.enter(.readingHead, at: loop.now) }
                     } else if inbound.capacity > 0 {
                         // Between requests: let go of the last read's storage (a few KiB that an
                         // idle keep-alive connection would otherwise hold). `ByteBuffer()` is shared.
@@ -605,7 +604,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                     }
                     return
                 case .head(let consumed):
-                    headStartedAt = nil
                     startExchange(headLength: consumed)
                 case .error(let e):
                     respondLocal(status: e.status, detail: "\(e.reason)", close: true)
@@ -688,12 +686,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func setPhase(_ p: Phase) {
         phase = p
-        phaseSince = loop.now
+        let stage: ExchangeDeadlines.Stage
+        switch p {
+        case .awaitingHead: stage = .idle
+        case .connecting: stage = .connecting
+        case .forwardingBody: stage = .sendingRequest
+        case .requestComplete: stage = .awaitingResponse
+        case .tunnel, .closing: stage = .unbounded
+        }
+        deadlines.enter(stage, at: loop.now)
     }
 
     private func startExchange(headLength: Int) {
         let head = parser.head
         exchangeID &+= 1
+        deadlines.requestStarted()
         record.begin(now: loop.now, bytesIn: headLength)
         responseStatus = 0
         if logging { captureLogFields(head) }
@@ -711,7 +718,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         informationalInProgress = false
         continueSent = false
         extraResponseLines = nil
-        upstreamBlockedSince = nil
         closeAfterResponse = draining || !clientKeepAlive
 
         if method == .connect {
@@ -1123,7 +1129,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        upstreamBlockedSince = isWritable ? nil : (upstreamBlockedSince ?? .now())
+        deadlines.upstreamWritability(isWritable, at: loop.now)
         updateReadPause(upstreamWritable: isWritable)
     }
 
@@ -1201,7 +1207,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                                      server: settings.serverName, extraFields: extraFields, allocator: context.channel.allocator)
         if !record.open {
             // Refused before a head was complete (a parse error): still one request to count.
-            record.begin(now: headStartedAt ?? .now(), bytesIn: 0)
+            record.begin(now: deadlines.stage == .readingHead ? deadlines.stageSince : loop.now, bytesIn: 0)
             logFields?.reset()
         }
         record.bytesOut += buf.readableBytes
@@ -1310,33 +1316,24 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func checkTimeouts() {
         let now = NIODeadline.now()
-        switch phase {
-        case .awaitingHead:
-            if let started = headStartedAt {
-                if now - started >= settings.headTimeout {
-                    respondLocal(status: 408, detail: "request head not received in time", close: true)
-                }
-            } else if now - phaseSince >= (exchangeID == 0 ? settings.headTimeout : settings.keepAliveTimeout) {
-                forceClose()
-            }
-        case .connecting:
-            break  // the connect timeout of the bootstrap answers
-        case .forwardingBody:
-            if now - lastClientActivity >= settings.clientBodyTimeout && !requestDone {
-                loop.logger.info("client body timeout", metadata: ["client": "\(String(decoding: client.ip, as: UTF8.self))"])
-                if responseStarted { forceClose() } else { respondLocal(status: 408, detail: "request body not received in time", close: true) }
-            } else if let since = upstreamBlockedSince, now - since >= (backend?.policy.sendTimeout ?? settings.upstreamReadTimeout) {
-                loop.logger.info("upstream send timeout", metadata: ["upstream": "\(endpoint?.description ?? "-")"])
-                upstreamTimedOut()
-            } else if let upstream, now - max(upstream.lastUpstreamActivity, lastClientActivity) >= readTimeout {
-                upstreamTimedOut()
-            }
-        case .requestComplete:
-            if let upstream, now - upstream.lastUpstreamActivity >= readTimeout {
-                upstreamTimedOut()
-            }
-        case .tunnel, .closing:
+        let limits = ExchangeDeadlines.Limits(
+            head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,
+            upstreamRead: readTimeout, upstreamSend: backend?.policy.sendTimeout ?? settings.upstreamReadTimeout)
+        switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
+        case nil:
             break
+        case .idleConnection?:
+            forceClose()
+        case .head?:
+            respondLocal(status: 408, detail: "request head not received in time", close: true)
+        case .clientBody?:
+            loop.logger.info("client body timeout", metadata: ["client": "\(String(decoding: client.ip, as: UTF8.self))"])
+            if responseStarted { forceClose() } else { respondLocal(status: 408, detail: "request body not received in time", close: true) }
+        case .upstreamSend?:
+            loop.logger.info("upstream send timeout", metadata: ["upstream": "\(endpoint?.description ?? "-")"])
+            upstreamTimedOut()
+        case .upstreamRead?:
+            upstreamTimedOut()
         }
     }
 

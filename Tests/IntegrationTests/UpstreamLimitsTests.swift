@@ -103,7 +103,8 @@ struct UpstreamLimitsTests {
             var yaml = service("stall", ports: [stall.port], annotations: ["sluice.io/send-timeout": "1s", "sluice.io/read-timeout": "30s"])
             yaml += service("hang", ports: [hang.port], annotations: ["sluice.io/max-pending-requests": "1", "sluice.io/connect-timeout": "2s"])
             yaml += service("pool", ports: stack.backends.map(\.port), annotations: ["sluice.io/retries": "2"])
-            yaml += ingress("stall", "stall") + ingress("hang", "hang") + ingress("budget", "pool")
+            yaml += service("answer", ports: [stack.backends[0].port], annotations: ["sluice.io/read-timeout": "2s"])
+            yaml += ingress("stall", "stall") + ingress("hang", "hang") + ingress("budget", "pool") + ingress("answer", "answer")
             try yaml.write(toFile: rules + "/limits.yaml", atomically: true, encoding: .utf8)
             proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
                                                     "--admin", "127.0.0.1:0", "--workers", "2"])
@@ -144,6 +145,38 @@ struct UpstreamLimitsTests {
         #expect(r.text.hasPrefix("HTTP/1.1 504"), "\(r.text.prefix(200))")
         #expect(elapsed > 0.9 && elapsed < 7, "answered after \(elapsed) s")
         #expect(f.proxy.output.contains("upstream send timeout"))
+    }
+
+    /// The same over h2c: the exchange follows the upstream's writability too (it used to time
+    /// out only at the read timeout, 30 s here, ignoring `send-timeout`).
+    @Test func anUpstreamThatStopsReadingGets504AtTheSendTimeoutOverHTTP2() throws {
+        let f = try Fixture()
+        let start = Date()
+        // An endless body (/dev/zero has no size): only the send timeout can end this request.
+        let r = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "-m", "20",
+                          "-H", "Host: stall.local", "-T", "/dev/zero", "http://127.0.0.1:\(f.http)/upload"])
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(r.stdout == "504", "\(r.stdout) \(r.stderr)")
+        #expect(elapsed > 0.9 && elapsed < 8, "answered after \(elapsed) s")
+        #expect(f.proxy.output.contains("upstream send timeout"))
+    }
+
+    /// An upload slower than the read timeout (2 s here; the body takes about 3 s) to an
+    /// upstream that answers 1.5 s after it: the upstream's time to answer starts when the
+    /// request has been sent whole. It was counted from the attach, and such a request got a 504.
+    @Test func aSlowUploadDoesNotUseUpTheReadTimeout() throws {
+        let f = try Fixture()
+        let body = emptyDirectory() + "/body"
+        try String(repeating: "x", count: 80_000).write(toFile: body, atomically: false, encoding: .utf8)
+        for args in [["--http1.1"], ["--http2-prior-knowledge"]] {
+            let start = Date()
+            let r = try curl(["-s", "-w", "\n%{http_code}", "-m", "20", "--limit-rate", "25K", "-H", "Host: answer.local",
+                              "--data-binary", "@" + body, "http://127.0.0.1:\(f.http)/?delay_ms=1500"] + args)
+            let elapsed = Date().timeIntervalSince(start)
+            #expect(r.stdout.hasSuffix("\n200"), "\(args): \(r.stdout.suffix(300))")
+            #expect(r.stdout.contains("\"body_bytes\":80000"), "\(args): \(r.stdout.prefix(300))")
+            #expect(elapsed > 3.5, "\(args): the upload took only \(elapsed) s, not longer than the read timeout")
+        }
     }
 
     /// With connections to the endpoint hanging, one request may wait for a connection
