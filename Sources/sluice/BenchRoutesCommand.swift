@@ -28,6 +28,19 @@ struct BenchRoutes: ParsableCommand {
     @Option(help: "With --write: time this many reloads, each adding one Ingress to one file (no traffic).")
     var reloads = 0
 
+    /// A temporary file beside the target, then rename(2): a running Sluice watching the folder
+    /// never reads half a file. (Foundation's `atomically: true` does the same through a
+    /// `/tmp/TemporaryDirectory.*` that it leaves behind on Linux, one per file.)
+    static func writeWhole(_ text: String, to path: String) throws {
+        let tmp = (path as NSString).deletingLastPathComponent + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+        try text.write(toFile: tmp, atomically: false, encoding: .utf8)
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw ValidationError("cannot rename \(tmp) to \(path): errno \(e)")
+        }
+    }
+
     func run() throws {
         let yaml = SyntheticRules.generate(ingresses: ingresses, hosts: hosts, endpoint: endpoint)
         if let write {
@@ -36,7 +49,7 @@ struct BenchRoutes: ParsableCommand {
             let per = (docs.count + files - 1) / max(1, files)
             for f in 0..<max(1, files) {
                 let part = docs[min(docs.count, f * per)..<min(docs.count, (f + 1) * per)].joined(separator: "\n---\n")
-                try part.write(toFile: write + "/generated-\(f).yaml", atomically: true, encoding: .utf8)
+                try Self.writeWhole(part, to: write + "/generated-\(f).yaml")
             }
             if writeOnly { return }
             if reloads > 0 {

@@ -31,7 +31,7 @@ struct AdminTests {
               - host: api.local
                 http: {paths: [{path: /v1, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]}
             """
-            try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
+            try yaml.writeWhole(toFile: rules + "/site.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
                                                     "--admin", "127.0.0.1:0", "--workers", "2", "--drain-timeout", "10"] + extra)
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
@@ -111,7 +111,7 @@ struct AdminTests {
 
         // A broken file: reported with file and line, served from its last good version.
         try "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules: [{host: \"bad host\"}]\n"
-            .write(toFile: f.rules + "/site.yaml", atomically: true, encoding: .utf8)
+            .writeWhole(toFile: f.rules + "/site.yaml")
         var broken: [String: Any] = [:]
         for _ in 0..<50 {
             broken = try #require(try f.json("/config") as? [String: Any])

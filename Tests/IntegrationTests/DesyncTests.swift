@@ -126,7 +126,7 @@ struct DesyncTests {
               paths:
               - {path: /admin, pathType: Prefix, backend: {service: {name: admin, port: {number: 80}}}}
               - {path: /, pathType: Prefix, backend: {service: {name: site, port: {number: 80}}}}
-        """).write(toFile: rules + "/p.yaml", atomically: true, encoding: .utf8)
+        """).writeWhole(toFile: rules + "/p.yaml")
         let proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         defer { proxy.stop() }
         let port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!

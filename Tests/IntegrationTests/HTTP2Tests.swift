@@ -43,7 +43,7 @@ struct HTTP2Tests {
             spec:
               rules: [{host: h2.local, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: h2, port: {number: 80}}}}]}}]
             """
-            try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
+            try yaml.writeWhole(toFile: rules + "/site.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0",
                                                     "--https", "127.0.0.1:0", "--drain-timeout", "10"] + extra)
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
@@ -104,7 +104,7 @@ struct HTTP2Tests {
 
     @Test func requestBodiesWithAndWithoutContentLength() throws {
         let f = try Fixture()
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-body-\(UUID())").path
+        let file = scratchPath("sluice-h2-body")
         defer { try? FileManager.default.removeItem(atPath: file) }
         var bytes = [UInt8](repeating: 0, count: 3_000_000)
         for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
@@ -140,7 +140,7 @@ struct HTTP2Tests {
     /// for them in HTTP/1.1 and they are dropped.
     @Test func requestTrailersReachAChunkedUpstream() throws {
         let f = try Fixture()
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-h2-trailers-\(UUID())").path
+        let file = scratchPath("sluice-h2-trailers")
         defer { try? FileManager.default.removeItem(atPath: file) }
         _ = FileManager.default.createFile(atPath: file, contents: Data(repeating: 0x61, count: 100_000))
         let base = ["-d", file, "--trailer", "x-checksum: abc123", "--trailer", "host: evil.example", "-H", ":authority: h2.local"]

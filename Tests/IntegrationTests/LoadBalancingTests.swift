@@ -67,7 +67,7 @@ struct LoadBalancingTests {
             yaml += ingress("slow", ["sluice.io/read-timeout": "1s"])
             yaml += ingress("cb", ["sluice.io/max-connections": "1"])
             yaml += ingress("retry", ["sluice.io/retries": "2"])
-            try yaml.write(toFile: rules + "/pool.yaml", atomically: true, encoding: .utf8)
+            try yaml.writeWhole(toFile: rules + "/pool.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
                                                     "--admin", "127.0.0.1:0", "--workers", "2"])
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!

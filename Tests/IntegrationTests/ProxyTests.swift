@@ -73,7 +73,7 @@ struct ProxyTests {
         let s = try Stack()
         let body = String(repeating: "0123456789", count: 10_000)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-up-\(UUID())")
-        try body.write(to: file, atomically: true, encoding: .utf8)
+        try body.writeWhole(toFile: file.path)
         defer { try? FileManager.default.removeItem(at: file) }
         let r = try curl(["\(s.base)/up", "-H", "Transfer-Encoding: chunked", "--data-binary", "@\(file.path)"])
         let j = try json(r.stdout)

@@ -143,7 +143,7 @@ struct ReloadTests {
         try FileManager.default.createDirectory(atPath: f.dir + "/new/deeper", withIntermediateDirectories: true)
         usleep(200_000)
         try f.ingress("green", path: "/extra").replacingOccurrences(of: "name: app}", with: "name: extra}")
-            .write(toFile: f.dir + "/new/deeper/extra.yaml", atomically: true, encoding: .utf8)
+            .writeWhole(toFile: f.dir + "/new/deeper/extra.yaml")
         let start = Date()
         var got = ""
         while Date().timeIntervalSince(start) < 2 {
@@ -164,8 +164,8 @@ struct ReloadTests {
         let v1 = f.dir + "/..v1", v2 = f.dir + "/..v2"
         try FileManager.default.createDirectory(atPath: v1, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: v2, withIntermediateDirectories: true)
-        try f.ingress("blue", path: "/cm").replacingOccurrences(of: "name: app}", with: "name: cm}").write(toFile: v1 + "/cm.yaml", atomically: true, encoding: .utf8)
-        try f.ingress("green", path: "/cm").replacingOccurrences(of: "name: app}", with: "name: cm}").write(toFile: v2 + "/cm.yaml", atomically: true, encoding: .utf8)
+        try f.ingress("blue", path: "/cm").replacingOccurrences(of: "name: app}", with: "name: cm}").writeWhole(toFile: v1 + "/cm.yaml")
+        try f.ingress("green", path: "/cm").replacingOccurrences(of: "name: app}", with: "name: cm}").writeWhole(toFile: v2 + "/cm.yaml")
         symlink("..v1", f.dir + "/..data")
         symlink("..data/cm.yaml", f.dir + "/cm.yaml")
         usleep(500_000)

@@ -9,7 +9,7 @@ struct RoutingEndToEndTests {
         for (name, text) in files {
             let url = URL(fileURLWithPath: dir).appendingPathComponent(name)
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: true, encoding: .utf8)
+            try text.writeWhole(toFile: url.path)
         }
         return dir
     }

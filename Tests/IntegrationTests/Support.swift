@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -169,9 +170,44 @@ final class Stack: @unchecked Sendable {
 }
 
 func emptyDirectory() -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-empty-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.path
+    let dir = scratchPath("sluice-empty")
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+// MARK: - Scratch files
+
+/// Paths the tests made under the temporary directory, removed when the test process exits
+/// (runs used to leave thousands of them in /tmp).
+private let scratchPaths = Mutex<[String]>([])
+private let removeScratchAtExit: Void = {
+    atexit {
+        for p in scratchPaths.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: p) }
+    }
+}()
+
+/// A fresh path under the temporary directory (nothing is created), removed at exit.
+func scratchPath(_ prefix: String) -> String {
+    _ = removeScratchAtExit
+    let p = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    scratchPaths.withLock { $0.append(p) }
+    return p
+}
+
+extension String {
+    /// Writes the file whole, as an editor or `kubectl` would: a temporary file beside it, then
+    /// rename(2), so a watcher never reads half of it. (Foundation's `atomically: true` does the
+    /// same through a `/tmp/TemporaryDirectory.*` that it never removes.)
+    func writeWhole(toFile path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp").path
+        try write(toFile: tmp, atomically: false, encoding: .utf8)
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw TestFailure("rename \(tmp) -> \(path): errno \(e)")
+        }
+    }
 }
 
 // MARK: - Clients

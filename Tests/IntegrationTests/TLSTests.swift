@@ -41,7 +41,7 @@ struct TLSTests {
               tls: [{hosts: ["*.apps.local"], secretName: wildcard-apps-tls}]
               rules: [{host: "*.apps.local", http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: apps, port: {number: 80}}}}]}}]
             """
-            try yaml.write(toFile: rules + "/site.yaml", atomically: true, encoding: .utf8)
+            try yaml.writeWhole(toFile: rules + "/site.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"] + extra)
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
             https = Int(try proxy.waitFor(#"serving https on \S*:(\d+)"#))!
@@ -88,7 +88,7 @@ struct TLSTests {
 
     @Test func sessionsResume() throws {
         let f = try Fixture()
-        let sess = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-sess-\(UUID())").path
+        let sess = scratchPath("sluice-sess")
         defer { try? FileManager.default.removeItem(atPath: sess) }
         for version in ["-tls1_2", "-tls1_3"] {
             let first = try f.sClient(["-servername", "shop.local", version, "-sess_out", sess])
@@ -207,7 +207,7 @@ struct TLSTests {
         }
         #expect(out.contains("subject=CN = shop-renewed"))
         // A key that does not match its certificate is reported with its file.
-        try String(contentsOfFile: f.certs + "/default/tls.key", encoding: .utf8).write(toFile: dir + "/tls.key", atomically: true, encoding: .utf8)
+        try String(contentsOfFile: f.certs + "/default/tls.key", encoding: .utf8).writeWhole(toFile: dir + "/tls.key")
         _ = try f.proxy.waitFor("shop-tls/tls.crt:1: tls.key: default/shop-tls: tls.key does not match the certificate", timeout: 3)
     }
 }

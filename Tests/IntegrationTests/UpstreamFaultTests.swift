@@ -40,9 +40,10 @@ while True:
 @Suite("upstream faults", .serialized)
 struct UpstreamFaultTests {
     @Test func malformedResponsesBecome502() throws {
-        let script = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-bad-backend-\(UUID()).py")
-        try badBackendScript.write(to: script, atomically: true, encoding: .utf8)
-        let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script.path])
+        let script = scratchPath("sluice-bad-backend") + ".py"
+        try badBackendScript.writeWhole(toFile: script)
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
         defer { backend.stop() }
         let port = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
         let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",

@@ -105,7 +105,7 @@ struct UpstreamLimitsTests {
             yaml += service("pool", ports: stack.backends.map(\.port), annotations: ["sluice.io/retries": "2"])
             yaml += service("answer", ports: [stack.backends[0].port], annotations: ["sluice.io/read-timeout": "2s"])
             yaml += ingress("stall", "stall") + ingress("hang", "hang") + ingress("budget", "pool") + ingress("answer", "answer")
-            try yaml.write(toFile: rules + "/limits.yaml", atomically: true, encoding: .utf8)
+            try yaml.writeWhole(toFile: rules + "/limits.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--rules", rules, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
                                                     "--admin", "127.0.0.1:0", "--workers", "2"])
             http = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!

@@ -7,7 +7,7 @@ struct ManifestCacheTests {
     func folder(_ files: [String: String]) throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-cache-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (n, t) in files { try t.write(toFile: dir + "/" + n, atomically: true, encoding: .utf8) }
+        for (n, t) in files { try t.write(toFile: dir + "/" + n, atomically: false, encoding: .utf8) }
         return dir
     }
 
@@ -29,7 +29,7 @@ struct ManifestCacheTests {
         #expect(!whole.problems.isEmpty)
         // Again from the cache, after an edit that shifts every later document down two lines.
         let a = dir + "/a.yaml"
-        try ("# one more\n# and another\n" + String(contentsOfFile: a, encoding: .utf8)).write(toFile: a, atomically: true, encoding: .utf8)
+        try ("# one more\n# and another\n" + String(contentsOfFile: a, encoding: .utf8)).write(toFile: a, atomically: false, encoding: .utf8)
         let whole2 = ManifestLoader.load(directory: dir)
         let byDoc2 = cache.load(directory: dir)
         #expect(byDoc2.problems.map(\.description) == whole2.problems.map(\.description))
@@ -53,7 +53,7 @@ struct ManifestCacheTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let cache = ManifestCache()
         for (round, docs) in versions.enumerated() {
-            try (services + docs.joined()).write(toFile: dir + "/r.yaml", atomically: true, encoding: .utf8)
+            try (services + docs.joined()).write(toFile: dir + "/r.yaml", atomically: false, encoding: .utf8)
             let whole = ManifestLoader.load(directory: dir)
             let cached = cache.load(directory: dir)
             #expect(cached.ingresses == whole.ingresses, "round \(round)")
