@@ -112,6 +112,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds an idle keep-alive client connection stays open.")
     var keepaliveTimeout: Double = 75
 
+    @Option(help: "Seconds a client may pause inside a request body (408, or the connection or stream closed once the response has started).")
+    var clientBodyTimeout: Double = 60
+
     @Option(help: "Seconds to connect to an upstream (504).")
     var upstreamConnectTimeout: Double = 5
 
@@ -141,6 +144,7 @@ struct Serve: AsyncParsableCommand {
         settings.drainTimeout = amount(drainTimeout)
         settings.headTimeout = amount(headTimeout)
         settings.keepAliveTimeout = amount(keepaliveTimeout)
+        settings.clientBodyTimeout = amount(clientBodyTimeout)
         settings.upstreamConnectTimeout = amount(upstreamConnectTimeout)
         settings.upstreamReadTimeout = amount(upstreamReadTimeout)
         guard h2MaxConcurrentStreams > 0, h2MaxControlFrames > 0 else {

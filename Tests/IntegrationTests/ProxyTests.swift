@@ -245,6 +245,38 @@ struct SmugglingTests {
         #expect(paths == ["/a", "/b"])
     }
 
+    /// A client that stops inside its body gets a 408 at the client body timeout, over
+    /// HTTP/1.1 (then the connection closes: the body's framing is in doubt) and over h2c (the
+    /// stream is answered and ended; the connection stays).
+    @Test func stalledRequestBodyGets408() throws {
+        let s = try Stack(proxyArguments: ["--client-body-timeout", "1"])
+        let c = try RawClient(port: s.port)
+        let start = Date()
+        c.send("POST /stall HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        let (text, closed) = c.receiveUntilClosed(timeout: 6)
+        #expect(text.hasPrefix("HTTP/1.1 408 "), "\(text.prefix(200))")
+        #expect(closed)
+        #expect(Date().timeIntervalSince(start) > 0.9)
+
+        let h2 = try RawClient(port: s.port)
+        h2.send(RawH2.preface + RawH2.frame(type: 4, flags: 0, stream: 0)  // SETTINGS
+                + RawH2.postHeaders(stream: 1, path: "/stall-h2", authority: "a")
+                + RawH2.frame(type: 0, flags: 0, stream: 1, Array("0123456789".utf8)))  // DATA, no END_STREAM
+        let h2Start = Date()
+        let (bytes, h2Closed) = h2.receiveBytes(timeout: 6) { b in
+            RawH2.frames(b).contains { $0.stream == 1 && $0.flags & 0x1 != 0 }  // END_STREAM on the response
+        }
+        let frames = RawH2.frames(bytes)
+        #expect(frames.contains { $0.type == 1 && $0.stream == 1 }, "no response HEADERS: \(frames.map { ($0.type, $0.stream) })")
+        #expect(frames.contains { $0.stream == 1 && $0.flags & 0x1 != 0 })
+        #expect(!frames.contains { $0.type == 7 }, "the connection was given up (GOAWAY)")
+        #expect(!h2Closed)
+        let elapsed = Date().timeIntervalSince(h2Start)
+        #expect(elapsed > 0.9 && elapsed < 5, "answered after \(elapsed) s")
+        #expect(s.proxy.output.contains("request body not received in time"))
+        #expect(s.proxy.output.contains("status=408") && s.proxy.output.contains("protocol=h2"), "\(s.proxy.output.suffix(600))")
+    }
+
     @Test func slowClientHeadGets408AndSlowUpstream504() throws {
         let s = try Stack(proxyArguments: ["--head-timeout", "1", "--upstream-read-timeout", "1"])
         let c = try RawClient(port: s.port)

@@ -308,9 +308,71 @@ final class RawClient {
         return (String(decoding: data, as: UTF8.self), false)
     }
 
+    /// Reads raw bytes until `done` says they are enough, the peer closes, or the timeout passes.
+    func receiveBytes(timeout: Double = 5, until done: ([UInt8]) -> Bool) -> (bytes: [UInt8], closed: Bool) {
+        var data = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return (data, true) }
+            if n < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { continue }
+                return (data, true)
+            }
+            data += buf[0..<n]
+            if done(data) { break }
+        }
+        return (data, false)
+    }
+
     /// Reads until the peer closes (or the timeout): whether it closed, and everything received.
     func receiveUntilClosed(timeout: Double = 5) -> (text: String, closed: Bool) {
         receive(until: nil, timeout: timeout)
+    }
+}
+
+// MARK: - Raw HTTP/2 frames
+
+/// Just enough HTTP/2 to stall a request body, which no real client can be made to do: frames
+/// are built by hand, and header blocks use only HPACK's static table and literal strings.
+enum RawH2 {
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    struct Frame {
+        var type: UInt8
+        var flags: UInt8
+        var stream: UInt32
+        var payload: [UInt8]
+    }
+
+    static func frame(type: UInt8, flags: UInt8, stream: UInt32, _ payload: [UInt8] = []) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    /// POST `path` to `authority` over http: a HEADERS frame without END_STREAM (a body follows).
+    static func postHeaders(stream: UInt32, path: String, authority: String) -> [UInt8] {
+        func literal(nameIndex: UInt8, _ value: String) -> [UInt8] {
+            [nameIndex, UInt8(value.utf8.count)] + Array(value.utf8)  // literal without indexing, raw string (< 127 bytes)
+        }
+        let block: [UInt8] = [0x83, 0x86] + literal(nameIndex: 0x04, path) + literal(nameIndex: 0x01, authority)
+        return frame(type: 1, flags: 0x4, stream: stream, block)  // END_HEADERS
+    }
+
+    /// The complete frames at the start of `bytes`.
+    static func frames(_ bytes: [UInt8]) -> [Frame] {
+        var out: [Frame] = []
+        var i = 0
+        while bytes.count - i >= 9 {
+            let n = Int(bytes[i]) << 16 | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2])
+            guard bytes.count - i - 9 >= n else { break }
+            let id = UInt32(bytes[i + 5] & 0x7F) << 24 | UInt32(bytes[i + 6]) << 16 | UInt32(bytes[i + 7]) << 8 | UInt32(bytes[i + 8])
+            out.append(Frame(type: bytes[i + 3], flags: bytes[i + 4], stream: id, payload: Array(bytes[(i + 9)..<(i + 9 + n)])))
+            i += 9 + n
+        }
+        return out
     }
 }
 
