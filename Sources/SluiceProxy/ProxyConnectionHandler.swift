@@ -1021,20 +1021,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         record.upstreamStatus = head.status
         record.upstreamDone(now: loop.now)
         responseStatus = head.status
-        var keepCL = false
-        var chunked = false
-        switch head.framing {
-        case .contentLength, .none:
-            keepCL = true
-        case .chunked, .closeDelimited:
-            if clientHTTP11 { chunked = true } else { closeAfterResponse = true }
-        }
-        if head.framing != .none && method == .head { keepCL = true; chunked = false }
-        if !requestDone { closeAfterResponse = true }
-        let directive: ConnectionDirective = closeAfterResponse ? .close : (clientHTTP11 ? .none : .keepAlive)
-        responseChunked = chunked
+        let framing = ResponseFraming(upstream: head.framing, headRequest: method == .head, clientHTTP11: clientHTTP11,
+                                      requestDone: requestDone, closeRequested: closeAfterResponse)
+        closeAfterResponse = framing.close
+        responseChunked = framing.chunked
         responseStarted = true
-        writeResponseHead(head, buffer: buffer, keepCL: keepCL, chunked: chunked, connection: directive)
+        writeResponseHead(head, buffer: buffer, keepCL: framing.keepContentLength, chunked: framing.chunked, connection: framing.directive)
         needsFlush = true
     }
 
