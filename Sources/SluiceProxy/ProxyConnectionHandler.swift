@@ -533,7 +533,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             needsFlush = false
             context.flush()
         }
-        context.fireChannelReadComplete()
+        // Not passed on: this handler is the last of its pipeline, and the tail does nothing
+        // with it (one pipeline hop less per read).
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
