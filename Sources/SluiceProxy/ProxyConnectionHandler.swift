@@ -798,6 +798,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
         keep(out, in: &requestHeadScratch)
+        endpointIndex = -1
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
