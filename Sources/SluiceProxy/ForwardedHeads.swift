@@ -425,21 +425,27 @@ enum ForwardedHeads {
     }
 
     /// `SIZE CRLF` of a chunk.
+    // Digits go into the buffer in one write each: a write per digit was a capacity check and
+    // a call per byte (32 of them for every request id).
+
     static func writeChunkHeader(_ out: inout ByteBuffer, size: Int) {
         var digits = 0
         var v = size
         repeat { digits += 1; v >>= 4 } while v > 0
         let hex = hexDigits.utf8Start
-        for k in stride(from: digits - 1, through: 0, by: -1) {
-            out.writeInteger(hex[(size >> (4 * k)) & 0xF])
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: digits + 2) { p in
+            for k in 0..<digits { p[k] = hex[(size >> (4 * (digits - 1 - k))) & 0xF] }
+            p[digits] = UInt8(ascii: "\r")
+            p[digits + 1] = UInt8(ascii: "\n")
+            return digits + 2
         }
-        out.writeStaticString("\r\n")
     }
 
     static func writeHex64(_ out: inout ByteBuffer, _ v: UInt64) {
         let hex = hexDigits.utf8Start
-        for k in stride(from: 15, through: 0, by: -1) {
-            out.writeInteger(hex[Int((v >> (4 * UInt64(k))) & 0xF)])
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16) { p in
+            for k in 0..<16 { p[k] = hex[Int((v >> (4 * UInt64(15 - k))) & 0xF)] }
+            return 16
         }
     }
 
@@ -459,7 +465,10 @@ enum ForwardedHeads {
                 x /= 10
                 n += 1
             }
-            for k in stride(from: n - 1, through: 0, by: -1) { out.writeInteger(d[k]) }
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: n) { p in
+                for k in 0..<n { p[k] = d[n - 1 - k] }
+                return n
+            }
         }
     }
 }

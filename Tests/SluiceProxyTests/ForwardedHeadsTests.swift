@@ -83,6 +83,19 @@ struct ForwardedHeadsTests {
         }
     }
 
+    @Test func numbersAreWrittenWhole() {
+        var b = ByteBuffer()
+        ForwardedHeads.writeHex64(&b, 0x0123_4567_89ab_cdef)
+        ForwardedHeads.writeHex64(&b, 0)
+        ForwardedHeads.writeHex64(&b, .max)
+        #expect(String(buffer: b) == "0123456789abcdef" + "0000000000000000" + "ffffffffffffffff")
+        for (v, s) in [(Int64(0), "0"), (7, "7"), (10, "10"), (65536, "65536"), (.max, "9223372036854775807")] {
+            var d = ByteBuffer()
+            ForwardedHeads.writeDecimal(&d, v)
+            #expect(String(buffer: d) == s)
+        }
+    }
+
     @Test func clientAddressesAreRenderedNumerically() throws {
         let v4 = ClientInfo(remote: try SocketAddress(ipAddress: "192.0.2.7", port: 5555),
                             local: try SocketAddress(ipAddress: "127.0.0.1", port: 8080), proto: "http")
