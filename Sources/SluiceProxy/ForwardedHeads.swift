@@ -424,10 +424,10 @@ enum ForwardedHeads {
         }
     }
 
-    /// `SIZE CRLF` of a chunk.
     // Digits go into the buffer in one write each: a write per digit was a capacity check and
     // a call per byte (32 of them for every request id).
 
+    /// `SIZE CRLF` of a chunk.
     static func writeChunkHeader(_ out: inout ByteBuffer, size: Int) {
         var digits = 0
         var v = size

@@ -364,7 +364,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var responseStatus = 0
     /// Present when the access log is on.
     private var logFields: AccessLogFields? = nil
-    /// `logFields != nil`, without copying the optional out to test it (a copy per request).
+    /// The access log is on (fixed for the connection's life).
     private let logging: Bool
 
     init(loop: EventLoopContext, tls: Bool = false) {
