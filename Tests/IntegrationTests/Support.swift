@@ -187,9 +187,9 @@ private let removeScratchAtExit: Void = {
 }()
 
 /// A fresh path under the temporary directory (nothing is created), removed at exit.
-func scratchPath(_ prefix: String) -> String {
+func scratchPath(_ prefix: String, suffix: String = "") -> String {
     _ = removeScratchAtExit
-    let p = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    let p = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)\(suffix)").path
     scratchPaths.withLock { $0.append(p) }
     return p
 }
