@@ -529,10 +529,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             needsUpstreamFlush = false
             upstream?.flush()
         }
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
+        flushIfNeeded()
         // Not passed on: this handler is the last of its pipeline, and the tail does nothing
         // with it (one pipeline hop less per read).
     }
@@ -929,9 +926,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             if expectsContinue && !continueSent {
                 continueSent = true
                 // Our own 100 Continue (Expect is not forwarded): the client may send the body now.
-                var c = context.channel.allocator.buffer(capacity: 25)
-                c.writeStaticString(LocalResponse.continue100)
-                context.writeAndFlush(wrapOutboundOut(c), promise: nil)
+                gather(capacity: 25) { $0.writeStaticString(LocalResponse.continue100) }
+                flushClient()
             }
         }
         conn.setReadPaused(!clientWritable)
@@ -993,7 +989,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 finishRecord(status: 101)
                 requestHead = nil
                 setPhase(.tunnel)
-                context.flush()
+                flushClient()
                 upstream?.enterTunnel()
                 process()
                 return
@@ -1033,21 +1029,67 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func writeResponseHead(_ head: HTTP1Head, buffer: ByteBuffer, keepCL: Bool, chunked: Bool, connection: ConnectionDirective) {
-        var out = Self.reuse(&responseHeadScratch, capacity: head.headLength + 64)
-        buffer.withUnsafeReadableBytes { p in
-            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
-                                             connection: connection, extra: head.isInformational ? nil : responseExtra)
+        // Room for a body short enough to be gathered behind the head.
+        var room = head.headLength + 64
+        if case .contentLength(let n) = head.framing, n <= Self.gatherLimit { room += Int(n) }
+        let extra = head.isInformational ? nil : responseExtra
+        let before = gathered?.readableBytes ?? 0
+        gather(capacity: room) { out in
+            buffer.withUnsafeReadableBytes { p in
+                ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
+                                                 connection: connection, extra: extra)
+            }
         }
-        record.bytesOut += out.readableBytes
+        record.bytesOut += (gathered?.readableBytes ?? 0) - before
+    }
+
+    // MARK: - Output to the client
+
+    /// What goes to the client is gathered while it is small: a response head, a short body
+    /// behind it, a chunk's size line, the chunk and its CRLF leave as one buffer, written once
+    /// when something large follows or at the flush. Each channel write costs NIO a pass through
+    /// its open-channel checks and a pending-write entry, and an HTTP/1.1 response was two to
+    /// four of them.
+    private var gathered: ByteBuffer? = nil
+
+    /// Bodies up to this size are copied behind what is gathered rather than written apart.
+    private static let gatherLimit = 2048
+
+    /// Appends to what is gathered, starting from the connection's kept buffer when nothing is.
+    private func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
+        if gathered == nil {
+            gathered = Self.reuse(&responseHeadScratch, capacity: capacity)
+        }
+        write(&gathered!)
+    }
+
+    /// Writes `buffer` to the client after what is gathered; a small one joins it instead.
+    private func send(_ buffer: ByteBuffer) {
+        if gathered != nil, buffer.readableBytes <= Self.gatherLimit {
+            gathered!.writeImmutableBuffer(buffer)
+            return
+        }
+        writeGathered()
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func writeGathered() {
+        guard let out = gathered else { return }
+        gathered = nil
         context.write(wrapOutboundOut(out), promise: nil)
         keep(out, in: &responseHeadScratch)
     }
 
+    private func flushClient() {
+        writeGathered()
+        context.flush()
+    }
+
     // MARK: - Head buffers
 
-    /// The heads this connection wrote last, kept to be written over: once NIO has sent one,
+    /// The buffers this connection wrote last, kept to be written over: once NIO has sent one,
     /// its storage is referenced only here again and `clear` reuses it, so a keep-alive request
-    /// costs no allocation for its two heads. A head still queued (a pipelined burst, a slow
+    /// costs no allocation for its two heads. One still queued (a pipelined burst, a slow
     /// client) makes `clear` copy, as it must.
     private var requestHeadScratch = ByteBuffer()
     private var responseHeadScratch = ByteBuffer()
@@ -1078,15 +1120,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func upstreamResponseBody(_ body: ByteBuffer) {
         record.bytesOut += body.readableBytes
         if responseChunked {
-            var h = context.channel.allocator.buffer(capacity: 18)
-            ForwardedHeads.writeChunkHeader(&h, size: body.readableBytes)
-            context.write(wrapOutboundOut(h), promise: nil)
-            context.write(wrapOutboundOut(body), promise: nil)
-            var crlf = context.channel.allocator.buffer(capacity: 2)
-            crlf.writeStaticString("\r\n")
-            context.write(wrapOutboundOut(crlf), promise: nil)
+            gather(capacity: 20 + min(body.readableBytes, Self.gatherLimit)) { ForwardedHeads.writeChunkHeader(&$0, size: body.readableBytes) }
+            send(body)
+            gather(capacity: 2) { $0.writeStaticString("\r\n") }
         } else {
-            context.write(wrapOutboundOut(body), promise: nil)
+            send(body)
         }
         needsFlush = true
     }
@@ -1101,11 +1139,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         if responseChunked {
-            var last = context.channel.allocator.buffer(capacity: 5 + (trailers?.readableBytes ?? 0))
-            last.writeStaticString("0\r\n")
-            if var t = trailers { last.writeBuffer(&t) }
-            last.writeStaticString("\r\n")
-            context.write(wrapOutboundOut(last), promise: nil)
+            gather(capacity: 5 + (trailers?.readableBytes ?? 0)) { last in
+                last.writeStaticString("0\r\n")
+                if var t = trailers { last.writeBuffer(&t) }
+                last.writeStaticString("\r\n")
+            }
         }
         needsFlush = true
         endAttempt(responseStatus >= 500 ? .serverError : .success)
@@ -1114,7 +1152,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func upstreamTunnelData(_ data: ByteBuffer) {
-        context.write(wrapOutboundOut(data), promise: nil)
+        send(data)
         needsFlush = true
     }
 
@@ -1207,7 +1245,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         record.bytesOut += buf.readableBytes
         finishRecord(status: status)
         closeAttempts()
-        context.write(wrapOutboundOut(buf), promise: nil)
+        send(buf)
         needsFlush = true
         requestHead = nil
         if let upstream {
@@ -1245,6 +1283,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         phase = .closing
         needsFlush = false
+        writeGathered()
         let ctx = context!
         ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
             ctx.close(promise: nil)
@@ -1274,7 +1313,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func flushIfNeeded() {
         if needsFlush {
             needsFlush = false
-            context.flush()
+            flushClient()
         }
     }
 

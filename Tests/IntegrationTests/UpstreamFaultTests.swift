@@ -4,7 +4,7 @@ import Testing
 /// A backend that answers with whatever bytes a test asks for, to check that responses are parsed
 /// as strictly as requests.
 let badBackendScript = #"""
-import socket, sys, threading
+import socket, sys, threading, time
 RESPONSES = {
     b"/cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
     b"/bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
@@ -14,6 +14,12 @@ RESPONSES = {
     b"/short": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
     b"/reset": b"",
     b"/good": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood",
+    # Well-formed but awkward: small chunks with a trailer; an informational response first;
+    # the same pieces arriving one read at a time (a list is sent piece by piece, 50 ms apart).
+    b"/small-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\nX-Sum: 4\r\n\r\n",
+    b"/early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"/piecewise": [b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    b"2\r\nab\r\n", b"5\r\ncdefg\r\n", b"0\r\n\r\n"],
 }
 def serve(c):
     data = b""
@@ -22,7 +28,10 @@ def serve(c):
         if not d: return c.close()
         data += d
     path = data.split(b" ")[1]
-    c.sendall(RESPONSES.get(path, RESPONSES[b"/good"]))
+    answer = RESPONSES.get(path, RESPONSES[b"/good"])
+    for piece in (answer if isinstance(answer, list) else [answer]):
+        c.sendall(piece)
+        if isinstance(answer, list): time.sleep(0.05)
     if path != b"/good":
         c.close()
         return
@@ -40,7 +49,7 @@ while True:
 @Suite("upstream faults", .serialized)
 struct UpstreamFaultTests {
     @Test func malformedResponsesBecome502() throws {
-        let script = scratchPath("sluice-bad-backend") + ".py"
+        let script = scratchPath("sluice-bad-backend", suffix: ".py")
         try badBackendScript.writeWhole(toFile: script)
         defer { try? FileManager.default.removeItem(atPath: script) }
         let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
@@ -62,5 +71,94 @@ struct UpstreamFaultTests {
         // The proxy still serves afterwards.
         let good = try curl(["http://127.0.0.1:\(p)/good"])
         #expect(good.stdout == "good")
+    }
+
+    /// The proxy gathers small response pieces into one write; what the client receives must be
+    /// the same bytes, in order, with the framing intact for the next request on the connection.
+    @Test func smallResponsePiecesArriveWholeAndInOrder() throws {
+        let script = scratchPath("sluice-bad-backend", suffix: ".py")
+        try badBackendScript.writeWhole(toFile: script)
+        let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
+        defer { backend.stop() }
+        let port = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
+        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",
+                                                    "--default-backend", "127.0.0.1:\(port)"])
+        defer { proxy.stop() }
+        let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+        let c = try RawClient(port: p)
+        let cases: [(path: String, interim: [String], body: String, trailers: [String])] = [
+            ("/small-chunks", [], "abcd", ["x-sum: 4"]),
+            ("/early-hints", ["HTTP/1.1 103"], "ok", []),
+            ("/piecewise", ["HTTP/1.1 103"], "abcdefg", []),
+            ("/good", [], "good", []),
+        ]
+        for t in cases {
+            c.send("GET \(t.path) HTTP/1.1\r\nHost: a\r\n\r\n")
+            let r = c.receiveBytes { HTTPResponseBytes($0)?.complete == true }
+            guard let answer = HTTPResponseBytes(r.bytes), answer.complete else {
+                Issue.record("\(t.path): incomplete answer \(String(decoding: r.bytes, as: UTF8.self))")
+                return
+            }
+            #expect(answer.interim.map { String($0.prefix(12)) } == t.interim, "\(t.path)")
+            #expect(answer.status == 200, "\(t.path)")
+            #expect(String(decoding: answer.body, as: UTF8.self) == t.body, "\(t.path)")
+            #expect(answer.trailers == t.trailers, "\(t.path)")
+            #expect(answer.rest.isEmpty, "\(t.path): bytes after the response")
+        }
+    }
+}
+
+/// One HTTP/1.1 response read from raw bytes: 1xx heads, then the final head and its body
+/// (Content-Length or chunked, decoded). `complete` is false until all of it is there.
+struct HTTPResponseBytes {
+    var interim: [String] = []
+    var status = 0
+    var body: [UInt8] = []
+    var trailers: [String] = []
+    var rest: [UInt8] = []
+    var complete = false
+
+    init?(_ bytes: [UInt8]) {
+        var i = 0
+        func line() -> String? {
+            guard let end = (i..<max(i, bytes.count - 1)).first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }) else { return nil }
+            defer { i = end + 2 }
+            return String(decoding: bytes[i..<end], as: UTF8.self)
+        }
+        while true {
+            guard let statusLine = line() else { return }
+            var fields: [String] = []
+            while let f = line(), !f.isEmpty { fields.append(f.lowercased()) }
+            guard i <= bytes.count, bytes[..<i].suffix(4).elementsEqual("\r\n\r\n".utf8) else { return }
+            let code = Int(statusLine.split(separator: " ")[1]) ?? 0
+            if code < 200 {
+                interim.append(statusLine)
+                continue
+            }
+            status = code
+            if let cl = fields.first(where: { $0.hasPrefix("content-length:") }) {
+                let n = Int(cl.dropFirst(15).trimmingCharacters(in: .whitespaces))!
+                guard bytes.count - i >= n else { return }
+                body = Array(bytes[i..<i + n])
+                i += n
+            } else if fields.contains("transfer-encoding: chunked") {
+                while true {
+                    guard let sizeLine = line(), let size = Int(sizeLine, radix: 16) else { return }
+                    if size == 0 { break }
+                    guard bytes.count - i >= size + 2 else { return }
+                    body += bytes[i..<i + size]
+                    i += size
+                    guard line() == "" else { return }
+                }
+                while true {
+                    guard let t = line() else { return }
+                    if t.isEmpty { break }
+                    trailers.append(t.lowercased())
+                }
+            }
+            rest = Array(bytes[i...])
+            complete = true
+            return
+        }
     }
 }
