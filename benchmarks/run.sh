@@ -11,7 +11,13 @@
 # http-close: a new TCP connection per request without TLS; h2: HTTP/2 over TLS with h2load
 # (CONNS connections, 10 streams each), latency percentiles from h2load's per-request log;
 # idle: IDLE_CONNS keep-alive connections that made one request each and then stay silent, and the
-# proxy's resident memory per connection (benchmarks/idle-clients.py).
+# proxy's resident memory per connection (benchmarks/idle-clients.py); reload: plain keep-alive
+# while each proxy's routing configuration is changed and reloaded every RELOAD_EVERY seconds
+# (Sluice: a rule file rewritten and renamed over, as kubectl or an editor would; nginx: its
+# config rewritten and SIGHUP to the master, which is what `nginx -s reload` and ingress-nginx do;
+# haproxy: its config rewritten and SIGUSR2 to the master in master-worker mode). The change
+# flips the upstream read timeout of the route under load between 60 and 61 s, so every reload
+# replaces the route the requests use. Errors (non-2xx and socket errors) are the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -23,7 +29,8 @@ WORKERS=${WORKERS:-"1 2"}
 CONNS_SET=${CONNS:-}
 SIZES_SET=${SIZES:-}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
-SCHEMES=${SCHEMES:-"http https https-close https-full h2 idle"}
+SCHEMES=${SCHEMES:-"http https https-close https-full h2 idle reload"}
+RELOAD_EVERY=${RELOAD_EVERY:-1}
 conns_for() { [ -n "$CONNS_SET" ] && { echo "$CONNS_SET"; return; }; case $1 in http|https) echo "50 256" ;; *) echo 50 ;; esac; }
 sizes_for() { [ -n "$SIZES_SET" ] && { echo "$SIZES_SET"; return; }; case $1 in http) echo "13 1024 65536" ;; *) echo 13 ;; esac; }
 SLUICE=${SLUICE:-.build/release/sluice}
@@ -67,75 +74,140 @@ nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-start_proxy() {  # name workers → pid (reads $scheme: https-full turns session resumption off)
+start_proxy() {  # name workers → pid
   local name=$1 w=$2 port=${PORT[$1]}
-  local full=false; [ "${scheme:-}" = https-full ] && full=true
-  local nginx_sessions="ssl_session_cache shared:SSL:10m;" haproxy_global="" haproxy_bind=""
-  if $full; then
-    nginx_sessions="ssl_session_cache off; ssl_session_tickets off;"
-    haproxy_global="  tune.ssl.cachesize 0"
-    haproxy_bind=" no-tls-tickets"
-  fi
   case $name in
     sluice|sluice-off|sluice-obs)
       local obs=()
       [ "$name" = sluice-off ] && obs=(--metrics off --access-log off)
       [ "$name" = sluice-obs ] && obs=(--metrics on --access-log "$out/access.log" --access-log-format json)
-      $full && obs+=(--tls-session-resumption off)
-      "$SLUICE" serve --rules "$out/empty-rules" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[$name]} \
-        --admin 127.0.0.1:18099 --workers "$w" --default-backend 127.0.0.1:$BACKEND_PORT --log-level warning "${obs[@]}" >"$out/$name.log" 2>&1 &
+      [ "${scheme:-}" = https-full ] && obs+=(--tls-session-resumption off)
+      local rules=(--rules "$out/empty-rules" --default-backend 127.0.0.1:$BACKEND_PORT)
+      if [ "${scheme:-}" = reload ]; then
+        sluice_rules 60 > "$out/reload-rules/bench.yaml"
+        rules=(--rules "$out/reload-rules")
+      fi
+      "$SLUICE" serve "${rules[@]}" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[$name]} \
+        --admin 127.0.0.1:18099 --workers "$w" --log-level warning "${obs[@]}" >"$out/$name.log" 2>&1 &
       ;;
     nginx)
-      cat > "$out/nginx-proxy.conf" <<CONF
-worker_processes $w;
+      nginx_conf "$w" 60 > "$out/nginx-proxy.conf"
+      nginx -c "$PWD/$out/nginx-proxy.conf" -p "$PWD/$out" >"$out/nginx-proxy.log" 2>&1 &
+      ;;
+    haproxy)
+      haproxy_conf "$w" 60 > "$out/haproxy.cfg"
+      # -W: master-worker, so SIGUSR2 reloads (the reload scheme); -db: stay in the foreground.
+      haproxy -W -db -f "$out/haproxy.cfg" >"$out/haproxy.log" 2>&1 &
+      ;;
+  esac
+  echo $!
+}
+
+# MARK: configurations (the reload scheme writes them again with another read timeout)
+
+# https-full turns session resumption off in all three.
+full_handshakes() { [ "${scheme:-}" = https-full ]; }
+
+nginx_conf() {  # workers read-timeout-seconds
+  local sessions="ssl_session_cache shared:SSL:10m;"
+  full_handshakes && sessions="ssl_session_cache off; ssl_session_tickets off;"
+  cat <<CONF
+worker_processes $1;
 daemon off;
 pid $PWD/$out/nginx-proxy.pid;
-error_log $PWD/$out/nginx-proxy-error.log warn;
+error_log $PWD/$out/nginx-proxy-error.log notice;
 events { worker_connections $WORKER_CONNS; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
   server {
-    listen 127.0.0.1:$port reuseport;
+    listen 127.0.0.1:${PORT[nginx]} reuseport;
     listen 127.0.0.1:${TLSPORT[nginx]} ssl http2 reuseport;
     ssl_certificate $PWD/$out/certs/default/tls.crt;
     ssl_certificate_key $PWD/$out/certs/default/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
-    $nginx_sessions
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
+    $sessions
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; proxy_read_timeout $2s; }
   }
 }
 CONF
-      nginx -c "$PWD/$out/nginx-proxy.conf" -p "$PWD/$out" >"$out/nginx-proxy.log" 2>&1 &
-      ;;
-    haproxy)
-      cat > "$out/haproxy.cfg" <<CONF
+}
+
+haproxy_conf() {  # threads read-timeout-seconds
+  local global="" bind=""
+  full_handshakes && { global="  tune.ssl.cachesize 0"; bind=" no-tls-tickets"; }
+  cat <<CONF
 global
-  nbthread $w
+  nbthread $1
   maxconn $HAPROXY_MAXCONN
-$haproxy_global
+$global
 defaults
   mode http
   timeout connect 5s
   timeout client 75s
-  timeout server 60s
+  timeout server $2s
   option http-keep-alive
 frontend fe
-  bind 127.0.0.1:$port
-  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2 alpn h2,http/1.1$haproxy_bind
+  bind 127.0.0.1:${PORT[haproxy]}
+  bind 127.0.0.1:${TLSPORT[haproxy]} ssl crt $PWD/$out/certs/combined.pem ssl-min-ver TLSv1.2 alpn h2,http/1.1$bind
   default_backend be
 backend be
   http-reuse always
   server s1 127.0.0.1:$BACKEND_PORT
 CONF
-      haproxy -f "$out/haproxy.cfg" -db >"$out/haproxy.log" 2>&1 &
-      ;;
-  esac
-  echo $!
 }
 
-mkdir -p "$out/empty-rules"
+sluice_rules() {  # read-timeout-seconds: one Ingress for every host and path, to the backend
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec:
+  ports: [{name: http, port: 80, targetPort: $BACKEND_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: $BACKEND_PORT}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: bench
+  annotations: {sluice.io/read-timeout: "$1s"}
+spec:
+  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
+YAML
+}
+
+# One reload of proxy $1 (pid $2, workers $3), the read timeout flipped by the parity of $4.
+reload_proxy() {
+  local timeout=$((60 + $4 % 2))
+  case $1 in
+    sluice*)
+      sluice_rules $timeout > "$out/reload-rules/.bench.yaml.tmp"
+      mv "$out/reload-rules/.bench.yaml.tmp" "$out/reload-rules/bench.yaml"
+      ;;
+    nginx) nginx_conf "$3" $timeout > "$out/nginx-proxy.conf"; kill -HUP "$2" ;;
+    haproxy) haproxy_conf "$3" $timeout > "$out/haproxy.cfg"; kill -USR2 "$2" ;;
+  esac
+}
+
+# How many reloads proxy $1 applied during the run, from its own account.
+reloads_applied() {
+  case $1 in
+    sluice*) curl -s http://127.0.0.1:18099/config | python3 -c 'import json,sys; print(json.load(sys.stdin)["reloads"])' 2>/dev/null || echo "?" ;;
+    nginx) grep -c "start worker processes" "$out/nginx-proxy-error.log" || true ;;
+    # the first "Loading success" is the start
+    haproxy) echo $(( $(grep -c "Loading success" "$out/haproxy.log" || true) - 1 )) ;;
+  esac
+}
+
+mkdir -p "$out/empty-rules" "$out/reload-rules"
 wait_port $BACKEND_PORT
 {
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024/1024)" GiB"}' /proc/meminfo), $(uname -r)"
@@ -153,7 +225,7 @@ for w in $WORKERS; do
           pids+=("$pid")
           wait_port "${PORT[$p]}"
           case $scheme in
-            http) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=() ;;
+            http|reload) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=() ;;
             http-close) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             https-close|https-full) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
@@ -168,6 +240,19 @@ for w in $WORKERS; do
             # warm the upstream pool, then measure; h2load stops itself after -D seconds
             h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
             h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 || true
+          elif [ "$scheme" = reload ]; then
+            wrk -t1 -c"$c" -d1s "$url" >/dev/null 2>&1 || true
+            : > "$out/nginx-proxy-error.log"
+            wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" > "$run.txt" 2>&1 &
+            load=$!
+            sent=0
+            for i in $(seq $(python3 -c "print(int(($DURATION - 0.5) / $RELOAD_EVERY))")); do
+              sleep "$RELOAD_EVERY"
+              reload_proxy "$p" "$pid" "$w" "$i"
+              sent=$i
+            done
+            wait "$load" || true
+            echo "reloads: sent $sent, applied $(reloads_applied "$p")" >> "$run.txt"
           else
             wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
             wrk -t1 -c"$c" -d"${DURATION}s" --latency "${extra[@]}" "$url" > "$run.txt" 2>&1 || true

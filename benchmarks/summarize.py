@@ -18,7 +18,7 @@ def parse_h2load(path, t):
     def pct(q):
         return durations[min(len(durations) - 1, int(q * len(durations)))] if durations else None
     errs = sum(int(x) for x in non2xx.groups()) if non2xx else 0
-    failed = ", ".join(f"{n} {w}" for n, w in zip(counts.groups(), ["failed", "errored", "timeout"]) if n != "0") if counts else "no summary"
+    failed = collections.Counter({w: int(n) for n, w in zip(counts.groups(), ["failed", "errored", "timeout"])}) if counts else collections.Counter({"no summary": 1})
     return (float(rps.group(1)) if rps else 0.0, pct(0.50), pct(0.99), errs, failed)
 
 def parse(path):
@@ -26,7 +26,7 @@ def parse(path):
     if t.startswith("idle:"):
         m = re.search(r"idle: (\d+) connections, rss before (\d+) KiB, after (\d+) KiB, per connection ([\d.]+) KiB, failed (\d+)", t)
         # (held connections, KiB per connection, -, failed, "") in the req/s, p50, p99 slots
-        return (float(m.group(4)), float(m.group(1)), None, int(m.group(5)), "") if m else (0.0, None, None, 0, "no result")
+        return (float(m.group(4)), float(m.group(1)), None, int(m.group(5)), collections.Counter()) if m else (0.0, None, None, 0, collections.Counter({"no result": 1}))
     if "h2load" in t or "finished in" in t:
         return parse_h2load(path, t)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
@@ -36,8 +36,28 @@ def parse(path):
         v, u = float(m.group(1)), m.group(2)
         return v / 1000 if u == "us" else v * 1000 if u == "s" else v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    # Counts summed over the rounds: wrk's socket errors (a read error is a request that got no
+    # answer), and for the reload scheme the reloads made and the reloads the proxy reports.
+    notes = collections.Counter()
     sock = re.search(r"Socket errors: (.*)", t)
-    return (float(rps.group(1)) if rps else 0.0, lat(50), lat(99), int(errors.group(1)) if errors else 0, sock.group(1) if sock else "")
+    if sock:
+        for kind, n in re.findall(r"(\w+) (\d+)", sock.group(1)):
+            notes[f"socket {kind}"] += int(n)
+    reloads = re.search(r"reloads: sent (\d+), applied (\S+)", t)
+    if reloads:
+        notes["reloads made"] += int(reloads.group(1))
+        notes["reloads applied"] += int(reloads.group(2)) if reloads.group(2).isdigit() else 0
+    if not rps:
+        notes["no result"] += 1
+    return (float(rps.group(1)) if rps else 0.0, lat(50), lat(99), int(errors.group(1)) if errors else 0, notes)
+
+def describe(non2xx, notes):
+    """The errors column: what failed over all rounds, then how many reloads were applied."""
+    parts = [f"{non2xx} non-2xx"] if non2xx else []
+    parts += [f"{k} {v}" for k, v in sorted(notes.items()) if v and not k.startswith("reloads")]
+    if notes.get("reloads made"):
+        parts.append(f"{notes['reloads applied']} of {notes['reloads made']} reloads applied")
+    return "; ".join(parts) if parts else "0"
 
 out = pathlib.Path(sys.argv[1])
 runs = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -59,7 +79,7 @@ for key in sorted(runs):
         med[proxy] = (statistics.median(x[0] for x in rs),
                       statistics.median(x[1] for x in rs if x[1] is not None) if any(x[1] for x in rs) else None,
                       statistics.median(x[2] for x in rs if x[2] is not None) if any(x[2] for x in rs) else None,
-                      sum(x[3] for x in rs), ";".join(x[4] for x in rs if x[4]))
+                      sum(x[3] for x in rs), sum((x[4] for x in rs), collections.Counter()))
     order = ["sluice", "nginx", "haproxy", "sluice-off", "sluice-obs"]
     for proxy in order + sorted(p for p in med if p not in order):
         if proxy not in med: continue
@@ -68,7 +88,7 @@ for key in sorted(runs):
             ratio = f"obs ÷ off = {rps / med['sluice-off'][0]:.3f}"
         else:
             ratio = "" if proxy.startswith("sluice") or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
-        e = f"{errs} non-2xx" + (f"; sockets: {sock}" if sock else "") if errs or sock else "0"
+        e = describe(errs, sock)
         print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
 
 if idle:
