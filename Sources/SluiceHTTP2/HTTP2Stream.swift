@@ -118,15 +118,24 @@ public final class HTTP2Stream {
         if name.first == UInt8(ascii: ":") {
             // nghttp2 has checked that pseudo-fields come first, once each, and are known.
             switch name.count {
-            case 5 where name.elementsEqual(":path".utf8): path = valueRange
-            case 7 where name.elementsEqual(":method".utf8): method = valueRange
-            case 7 where name.elementsEqual(":scheme".utf8): scheme = valueRange
-            case 10 where name.elementsEqual(":authority".utf8): authority = valueRange
+            case 5 where Self.same(name, ":path"): path = valueRange
+            case 7 where Self.same(name, ":method"): method = valueRange
+            case 7 where Self.same(name, ":scheme"): scheme = valueRange
+            case 10 where Self.same(name, ":authority"): authority = valueRange
             default: break
             }
             return
         }
         fields.append(HTTP2Field(name: nameRange, value: valueRange))
+    }
+
+    /// Compared with memcmp: `elementsEqual` against a String's UTF-8 view iterates it.
+    public static func same(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+        same(bytes, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    public static func same(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
     }
 
     /// True when field `f`'s name equals `name` (lower-case ASCII; h2 names are lower-case).

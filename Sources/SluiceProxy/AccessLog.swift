@@ -107,7 +107,7 @@ struct AccessLogFields {
 
     mutating func keepHex(_ id: (UInt64, UInt64)) -> Range<Int> {
         let s = bytes.count
-        let hex = ForwardedHeads.hexDigits.utf8Start
+        let hex = HeadWriter.hexDigits.utf8Start
         for v in [id.0, id.1] {
             for k in stride(from: 15, through: 0, by: -1) { bytes.append(hex[Int((v >> (4 * UInt64(k))) & 0xF)]) }
         }
@@ -299,7 +299,7 @@ final class AccessLogBuffer {
             case 0x20..<0x7F:
                 lines.append(b)
             default:
-                let hex = ForwardedHeads.hexDigits.utf8Start
+                let hex = HeadWriter.hexDigits.utf8Start
                 lines += "\\u00".utf8
                 lines.append(hex[Int(b >> 4)])
                 lines.append(hex[Int(b & 0xF)])
@@ -315,7 +315,7 @@ final class AccessLogBuffer {
         }
         for b in p {
             if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 || b >= 0x7F {
-                let hex = ForwardedHeads.hexDigits.utf8Start
+                let hex = HeadWriter.hexDigits.utf8Start
                 lines += "\\x".utf8
                 lines.append(hex[Int(b >> 4)])
                 lines.append(hex[Int(b & 0xF)])

@@ -108,27 +108,43 @@ struct RequestIDGenerator {
 /// Rewrites heads between client and upstream: the original field lines are copied as bytes,
 /// hop-by-hop fields are dropped, and the proxy adds its own framing and forwarded fields.
 enum ForwardedHeads {
-    static let hexDigits: StaticString = "0123456789abcdef"
-
     /// The request head sent upstream. `framing` is how the proxy will frame the body it forwards.
     static func writeRequestHead(
         into out: inout ByteBuffer, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
         client: ClientInfo, framing: HTTP1BodyFraming, upgrade: Bool, ids: inout RequestIDGenerator
     ) {
+        // The original lines, at most once more for an absolute-form authority or the client's
+        // X-Forwarded-For chain (rare: the writer then starts again with more room), and ours.
+        let room = head.headLength + ownFieldsRoom(client)
+        HeadWriter.write(into: &out, room: room) { w in
+            writeRequestHead(into: &w, head: head, bytes: p, client: client, framing: framing, upgrade: upgrade, ids: &ids)
+        }
+    }
+
+    /// Room for what the proxy adds to a request head: the forwarded fields, a request id, the
+    /// framing, `connection: upgrade` and the blank line (about 230 bytes of names and digits).
+    private static func ownFieldsRoom(_ client: ClientInfo) -> Int {
+        320 + 2 * client.ip.count + client.localAuthority.count + client.localPort.count
+    }
+
+    private static func writeRequestHead(
+        into w: inout HeadWriter, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
+        client: ClientInfo, framing: HTTP1BodyFraming, upgrade: Bool, ids: inout RequestIDGenerator
+    ) {
         // Request line, always as HTTP/1.1; an absolute-form target becomes origin-form.
-        out.writeBytes(UnsafeRawBufferPointer(rebasing: p[head.methodRange]))
-        out.writeInteger(UInt8(ascii: " "))
+        w.write(p, head.methodRange)
+        w.write(byte: UInt8(ascii: " "))
         if head.targetForm == .absolute {
             if head.targetPathAndQuery.isEmpty {
-                out.writeInteger(UInt8(ascii: "/"))
+                w.write(byte: UInt8(ascii: "/"))
             } else {
-                if p[head.targetPathAndQuery.lowerBound] == UInt8(ascii: "?") { out.writeInteger(UInt8(ascii: "/")) }
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[head.targetPathAndQuery]))
+                if p[head.targetPathAndQuery.lowerBound] == UInt8(ascii: "?") { w.write(byte: UInt8(ascii: "/")) }
+                w.write(p, head.targetPathAndQuery)
             }
         } else {
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[head.target]))
+            w.write(p, head.target)
         }
-        out.writeStaticString(" HTTP/1.1\r\n")
+        w.write(" HTTP/1.1\r\n")
 
         var hasRequestID = false
         var hostValue: Range<Int>? = nil
@@ -143,17 +159,17 @@ enum ForwardedHeads {
                 xffCount += 1
                 continue
             case .upgrade:
-                if upgrade { out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.line])) }
+                if upgrade { w.write(p, f.line) }
                 continue
             case .host:
                 if let authority = head.targetAuthority, head.targetForm == .absolute {
                     // RFC 9112 §3.2.2: the target's authority replaces Host.
-                    out.writeStaticString("host: ")
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[authority]))
-                    out.writeStaticString("\r\n")
+                    w.write("host: ")
+                    w.write(p, authority)
+                    w.write("\r\n")
                     hostValue = authority
                 } else {
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.line]))
+                    w.write(p, f.line)
                     hostValue = f.value
                 }
                 continue
@@ -164,31 +180,31 @@ enum ForwardedHeads {
             default:
                 break
             }
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.line]))
+            w.write(p, f.line)
         }
         if hostValue == nil {
             // HTTP/1.0 without Host: the upstream speaks 1.1 and needs one.
-            out.writeStaticString("host: ")
+            w.write("host: ")
             if let authority = head.targetAuthority {
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[authority]))
+                w.write(p, authority)
                 hostValue = authority
             } else {
-                out.writeBytes(client.localAuthority)
+                w.write(client.localAuthority)
             }
-            out.writeStaticString("\r\n")
+            w.write("\r\n")
         }
 
         let host: UnsafeRawBufferPointer? = hostValue.map { UnsafeRawBufferPointer(rebasing: p[$0]) }
-        writeForwardedFields(into: &out, client: client, host: host, addRequestID: !hasRequestID, ids: &ids) { out in
+        writeForwardedFields(into: &w, client: client, host: host, addRequestID: !hasRequestID, ids: &ids) { w in
             guard xffCount > 0 else { return }
             for f in head.fields where f.known == .xForwardedFor && !f.value.isEmpty {
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
-                out.writeStaticString(", ")
+                w.write(p, f.value)
+                w.write(", ")
             }
         }
-        writeFraming(into: &out, framing)
-        if upgrade { out.writeStaticString("connection: upgrade\r\n") }
-        out.writeStaticString("\r\n")
+        writeFraming(into: &w, framing)
+        if upgrade { w.write("connection: upgrade\r\n") }
+        w.write("\r\n")
     }
 
     /// The HTTP/1.1 head for a request that arrived over HTTP/2 (RFC 9113 §8.3): `:authority`
@@ -199,6 +215,18 @@ enum ForwardedHeads {
         into out: inout ByteBuffer, stream s: HTTP2Stream, authority: Range<Int>, client: ClientInfo,
         framing: HTTP1BodyFraming, ids: inout RequestIDGenerator
     ) {
+        // Every field as `name: value\r\n` (the pseudo-fields' bytes are in `headerBytes` too,
+        // and pay for the request line), Host and X-Forwarded-Host, and ours.
+        let room = s.headerBytes.count + 4 * s.fields.count + 2 * authority.count + ownFieldsRoom(client)
+        HeadWriter.write(into: &out, room: room) { w in
+            writeRequestHead(into: &w, stream: s, authority: authority, client: client, framing: framing, ids: &ids)
+        }
+    }
+
+    private static func writeRequestHead(
+        into w: inout HeadWriter, stream s: HTTP2Stream, authority: Range<Int>, client: ClientInfo,
+        framing: HTTP1BodyFraming, ids: inout RequestIDGenerator
+    ) {
         s.headerBytes.withUnsafeBytes { p in
             func named(_ r: Range<Int>, _ lit: StaticString) -> Bool {
                 guard r.count == lit.utf8CodeUnitCount else { return false }
@@ -206,12 +234,12 @@ enum ForwardedHeads {
                 for k in 0..<r.count where p[r.lowerBound + k] != l[k] { return false }
                 return true
             }
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[s.method!]))
-            out.writeInteger(UInt8(ascii: " "))
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[s.path!]))
-            out.writeStaticString(" HTTP/1.1\r\nhost: ")
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[authority]))
-            out.writeStaticString("\r\n")
+            w.write(p, s.method!)
+            w.write(byte: UInt8(ascii: " "))
+            w.write(p, s.path!)
+            w.write(" HTTP/1.1\r\nhost: ")
+            w.write(p, authority)
+            w.write("\r\n")
             var hasRequestID = false
             var cookies = 0
             var xff = 0
@@ -236,33 +264,33 @@ enum ForwardedHeads {
                 case 17 where named(n, "x-forwarded-proto") || named(n, "transfer-encoding"): continue
                 default: break
                 }
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[n]))
-                out.writeStaticString(": ")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
-                out.writeStaticString("\r\n")
+                w.write(p, n)
+                w.write(": ")
+                w.write(p, f.value)
+                w.write("\r\n")
             }
             if cookies > 0 {
                 // RFC 9113 §8.2.3: crumbs are joined with "; " for an HTTP/1.1 hop.
-                out.writeStaticString("cookie: ")
+                w.write("cookie: ")
                 var first = true
                 for f in s.fields where named(f.name, "cookie") {
-                    if !first { out.writeStaticString("; ") }
+                    if !first { w.write("; ") }
                     first = false
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
+                    w.write(p, f.value)
                 }
-                out.writeStaticString("\r\n")
+                w.write("\r\n")
             }
-            writeForwardedFields(into: &out, client: client, host: UnsafeRawBufferPointer(rebasing: p[authority]),
-                                 addRequestID: !hasRequestID, ids: &ids) { out in
+            writeForwardedFields(into: &w, client: client, host: UnsafeRawBufferPointer(rebasing: p[authority]),
+                                 addRequestID: !hasRequestID, ids: &ids) { w in
                 guard xff > 0 else { return }
                 for f in s.fields where named(f.name, "x-forwarded-for") && !f.value.isEmpty {
-                    out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.value]))
-                    out.writeStaticString(", ")
+                    w.write(p, f.value)
+                    w.write(", ")
                 }
             }
         }
-        writeFraming(into: &out, framing)
-        out.writeStaticString("\r\n")
+        writeFraming(into: &w, framing)
+        w.write("\r\n")
     }
 
     /// The HTTP/2 response fields for an upstream's HTTP/1.1 head: hop-by-hop fields and those
@@ -347,31 +375,31 @@ enum ForwardedHeads {
     /// X-Forwarded-For (the client's chain, which `priorChain` writes, then the client),
     /// -Proto, -Host, -Port, X-Real-IP and, unless the client sent one, X-Request-Id.
     static func writeForwardedFields(
-        into out: inout ByteBuffer, client: ClientInfo, host: UnsafeRawBufferPointer?, addRequestID: Bool,
-        ids: inout RequestIDGenerator, priorChain: (inout ByteBuffer) -> Void
+        into w: inout HeadWriter, client: ClientInfo, host: UnsafeRawBufferPointer?, addRequestID: Bool,
+        ids: inout RequestIDGenerator, priorChain: (inout HeadWriter) -> Void
     ) {
-        out.writeStaticString("x-forwarded-for: ")
-        priorChain(&out)
-        out.writeBytes(client.ip)
-        out.writeStaticString("\r\nx-forwarded-proto: ")
-        out.writeStaticString(client.proto)
-        out.writeStaticString("\r\nx-forwarded-host: ")
+        w.write("x-forwarded-for: ")
+        priorChain(&w)
+        w.write(client.ip)
+        w.write("\r\nx-forwarded-proto: ")
+        w.write(client.proto)
+        w.write("\r\nx-forwarded-host: ")
         if let host {
-            out.writeBytes(host)
+            w.write(host)
         } else {
-            out.writeBytes(client.localAuthority)
+            w.write(client.localAuthority)
         }
-        out.writeStaticString("\r\nx-forwarded-port: ")
-        out.writeBytes(client.localPort)
-        out.writeStaticString("\r\nx-real-ip: ")
-        out.writeBytes(client.ip)
-        out.writeStaticString("\r\n")
+        w.write("\r\nx-forwarded-port: ")
+        w.write(client.localPort)
+        w.write("\r\nx-real-ip: ")
+        w.write(client.ip)
+        w.write("\r\n")
         if addRequestID {
             let (hi, lo) = ids.next()
-            out.writeStaticString("x-request-id: ")
-            writeHex64(&out, hi)
-            writeHex64(&out, lo)
-            out.writeStaticString("\r\n")
+            w.write("x-request-id: ")
+            w.writeHex64(hi)
+            w.writeHex64(lo)
+            w.write("\r\n")
         }
     }
 
@@ -380,9 +408,20 @@ enum ForwardedHeads {
         into out: inout ByteBuffer, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
         keepContentLength: Bool, chunked: Bool, connection: ConnectionDirective, extra: [UInt8]? = nil
     ) {
+        // At most the original lines, and ours: always enough.
+        HeadWriter.write(into: &out, room: head.headLength + 64 + (extra?.count ?? 0)) { w in
+            writeResponseHead(into: &w, head: head, bytes: p, keepContentLength: keepContentLength, chunked: chunked,
+                              connection: connection, extra: extra)
+        }
+    }
+
+    private static func writeResponseHead(
+        into w: inout HeadWriter, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
+        keepContentLength: Bool, chunked: Bool, connection: ConnectionDirective, extra: [UInt8]?
+    ) {
         // "HTTP/x.y " is 9 bytes; the status code, reason and CRLF follow unchanged.
-        out.writeStaticString("HTTP/1.1 ")
-        out.writeBytes(UnsafeRawBufferPointer(rebasing: p[(head.startLine.lowerBound + 9)..<head.startLine.upperBound]))
+        w.write("HTTP/1.1 ")
+        w.write(p, (head.startLine.lowerBound + 9)..<head.startLine.upperBound)
         let dropNamed = head.connectionNamesOtherFields
         for f in head.fields {
             switch f.known {
@@ -397,78 +436,48 @@ enum ForwardedHeads {
             default:
                 break
             }
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: p[f.line]))
+            w.write(p, f.line)
         }
-        if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
-        if let extra { out.writeBytes(extra) }
+        if chunked { w.write("transfer-encoding: chunked\r\n") }
+        if let extra { w.write(extra) }
         switch connection {
         case .none: break
-        case .close: out.writeStaticString("connection: close\r\n")
-        case .keepAlive: out.writeStaticString("connection: keep-alive\r\n")
-        case .upgrade: out.writeStaticString("connection: upgrade\r\n")
+        case .close: w.write("connection: close\r\n")
+        case .keepAlive: w.write("connection: keep-alive\r\n")
+        case .upgrade: w.write("connection: upgrade\r\n")
         }
-        out.writeStaticString("\r\n")
+        w.write("\r\n")
     }
 
     /// The framing field of a body the proxy frames itself.
-    static func writeFraming(into out: inout ByteBuffer, _ framing: HTTP1BodyFraming) {
+    static func writeFraming(into w: inout HeadWriter, _ framing: HTTP1BodyFraming) {
         switch framing {
         case .contentLength(let n):
-            out.writeStaticString("content-length: ")
-            writeDecimal(&out, n)
-            out.writeStaticString("\r\n")
+            w.write("content-length: ")
+            w.writeDecimal(n)
+            w.write("\r\n")
         case .chunked:
-            out.writeStaticString("transfer-encoding: chunked\r\n")
+            w.write("transfer-encoding: chunked\r\n")
         case .none, .closeDelimited:
             break
         }
     }
 
-    // Digits go into the buffer in one write each: a write per digit was a capacity check and
-    // a call per byte (32 of them for every request id).
+    // MARK: - Numbers on their own
 
     /// `SIZE CRLF` of a chunk.
     static func writeChunkHeader(_ out: inout ByteBuffer, size: Int) {
-        var digits = 0
-        var v = size
-        repeat { digits += 1; v >>= 4 } while v > 0
-        let hex = hexDigits.utf8Start
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: digits + 2) { p in
-            for k in 0..<digits { p[k] = hex[(size >> (4 * (digits - 1 - k))) & 0xF] }
-            p[digits] = UInt8(ascii: "\r")
-            p[digits + 1] = UInt8(ascii: "\n")
-            return digits + 2
+        HeadWriter.write(into: &out, room: 18) { w in
+            w.writeHex(size)
+            w.write("\r\n")
         }
     }
 
     static func writeHex64(_ out: inout ByteBuffer, _ v: UInt64) {
-        let hex = hexDigits.utf8Start
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: 16) { p in
-            for k in 0..<16 { p[k] = hex[Int((v >> (4 * UInt64(15 - k))) & 0xF)] }
-            return 16
-        }
+        HeadWriter.write(into: &out, room: 16) { $0.writeHex64(v) }
     }
 
     static func writeDecimal(_ out: inout ByteBuffer, _ v: Int64) {
-        if v == 0 {
-            out.writeInteger(UInt8(ascii: "0"))
-            return
-        }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        var x = v
-        withUnsafeMutableBytes(of: &digits) { d in
-            while x > 0 {
-                d[n] = UInt8(x % 10) + 0x30
-                x /= 10
-                n += 1
-            }
-            out.writeWithUnsafeMutableBytes(minimumWritableBytes: n) { p in
-                for k in 0..<n { p[k] = d[n - 1 - k] }
-                return n
-            }
-        }
+        HeadWriter.write(into: &out, room: 20) { $0.writeDecimal(v) }
     }
 }

@@ -91,13 +91,13 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         let checked = bytes.withUnsafeBytes { p -> (status: Int, detail: String)? in
             let method = UnsafeRawBufferPointer(rebasing: p[methodRange])
-            isHead = method.elementsEqual("HEAD".utf8)
-            idempotent = isHead || method.elementsEqual("GET".utf8) || method.elementsEqual("OPTIONS".utf8)
-                || method.elementsEqual("PUT".utf8) || method.elementsEqual("DELETE".utf8) || method.elementsEqual("TRACE".utf8)
-            if method.elementsEqual("CONNECT".utf8) { return (405, "CONNECT is not served by this proxy") }
+            isHead = HTTP2Stream.same(method, "HEAD")
+            idempotent = isHead || HTTP2Stream.same(method, "GET") || HTTP2Stream.same(method, "OPTIONS")
+                || HTTP2Stream.same(method, "PUT") || HTTP2Stream.same(method, "DELETE") || HTTP2Stream.same(method, "TRACE")
+            if HTTP2Stream.same(method, "CONNECT") { return (405, "CONNECT is not served by this proxy") }
             if !HTTP1Syntax.isToken(method) { return (400, "invalid method") }
             guard let path = stream.path else { return (400, "missing :path") }
-            if p[path].elementsEqual("*".utf8) { return (400, "asterisk-form target is not proxied") }
+            if HTTP2Stream.same(UnsafeRawBufferPointer(rebasing: p[path]), "*") { return (400, "asterisk-form target is not proxied") }
             if path.count > loop.settings.requestLimits.maxLineLength { return (414, "the path is longer than the request-line limit") }
             if let problem = HTTP1Syntax.originTargetProblem(UnsafeRawBufferPointer(rebasing: p[path])) { return (400, "\(problem)") }
             return nil
@@ -259,8 +259,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         if requestDone {
             // No body. Methods that define one still tell the upstream it is empty.
-            let m = bytes[stream.method!]
-            let definesBody = m.elementsEqual("POST".utf8) || m.elementsEqual("PUT".utf8) || m.elementsEqual("PATCH".utf8)
+            let definesBody = bytes.withUnsafeBytes { p in
+                let m = UnsafeRawBufferPointer(rebasing: p[stream.method!])
+                return HTTP2Stream.same(m, "POST") || HTTP2Stream.same(m, "PUT") || HTTP2Stream.same(m, "PATCH")
+            }
             return definesBody || (declared ?? 0) > 0 ? .contentLength(0) : .none
         }
         if let declared { return .contentLength(declared) }

@@ -254,7 +254,7 @@ struct HostPolicyMemo {
     func lookup(_ snapshot: ConfigSnapshot, host raw: UnsafeRawBufferPointer) -> [UInt8]?? {
         // The generation and the identity together: an address can be reused by a later snapshot.
         guard generation == snapshot.generation, snapshotID == ObjectIdentifier(snapshot),
-              host.count == raw.count, host.elementsEqual(raw) else { return nil }
+              host.withUnsafeBytes({ HTTP2Stream.same($0, raw) }) else { return nil }
         return .some(hsts)
     }
 

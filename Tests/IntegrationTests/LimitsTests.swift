@@ -87,13 +87,16 @@ struct LimitsTests {
     @Test func slowClientsAreClosedAtTheHeadTimeoutWithoutSlowingOthers() throws {
         let s = try Stack(proxyArguments: ["--head-timeout", "3"])
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
-        let r = try run(python, [Paths.repo.appendingPathComponent("scripts/slow-clients.py").path, String(s.port), "1000", "6"], timeout: 60)
+        // 8 s per client against the 3 s timeout: the margin is for the Python client, whose
+        // 1,000 coroutines lag when the other suites load the machine (830 of 1,000 saw their
+        // close within 6 s once, in a full parallel run).
+        let r = try run(python, [Paths.repo.appendingPathComponent("scripts/slow-clients.py").path, String(s.port), "1000", "8"], timeout: 60)
         guard let json = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] else {
             Issue.record("slow-clients.py printed no result: \(r.stdout) \(r.stderr.suffix(2000))")
             return
         }
         #expect(json["connected"] as? Int == 1000, "\(json)")
-        // Every slow client is closed at the head timeout (3 s of the 6), answered 408 unless its
+        // Every slow client is closed at the head timeout (3 s of the 8), answered 408 unless its
         // next byte crossed the close (then a reset discards the answer).
         #expect(json["closed"] as? Int == 1000, "\(json)")
         #expect((json["got_408"] as? Int ?? 0) + (json["reset"] as? Int ?? 0) == 1000, "\(json)")

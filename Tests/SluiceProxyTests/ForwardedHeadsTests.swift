@@ -75,6 +75,39 @@ struct ForwardedHeadsTests {
         #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\nX-App: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
     }
 
+    @Test func headsLongerThanTheRoomFirstGivenAreWrittenWhole() {
+        // A long Host is written twice (as is and as X-Forwarded-Host), more than the room the
+        // writer reserves at first: it starts again with more.
+        let host = String(repeating: "h", count: 250) + ".test"
+        let chain = (1...150).map { "10.0.0.\($0 % 250)" }.joined(separator: ", ")
+        let out = requestHead("GET /p HTTP/1.1\r\nHost: \(host)\r\nX-Forwarded-For: \(chain)\r\n\r\n")
+        #expect(out.hasPrefix("GET /p HTTP/1.1\r\nHost: \(host)\r\n"))
+        #expect(out.contains("x-forwarded-for: \(chain), 192.0.2.7\r\n"))
+        #expect(out.contains("x-forwarded-host: \(host)\r\n"))
+        #expect(out.contains("x-request-id: "))
+        #expect(out.hasSuffix("\r\n\r\n"))
+        #expect(out.components(separatedBy: "\r\n").count == 10)
+    }
+
+    @Test func theWriterStopsAtItsSpaceAndTheBufferGetsAllOrNothing() {
+        var storage = [UInt8](repeating: 0, count: 8)
+        storage.withUnsafeMutableBytes { space in
+            var w = HeadWriter(UnsafeMutableRawBufferPointer(rebasing: space[0..<6]))
+            w.write("abcd")
+            #expect(!w.overflowed)
+            w.write("efg")
+            #expect(w.overflowed)
+            w.write(byte: UInt8(ascii: "z"))  // nothing more once over
+        }
+        #expect(String(decoding: storage, as: UTF8.self) == "abcd\0\0\0\0")
+
+        var b = ByteBuffer(string: "kept|")
+        HeadWriter.write(into: &b, room: 4) { w in
+            for _ in 0..<100 { w.write("0123456789") }
+        }
+        #expect(String(buffer: b) == "kept|" + String(repeating: "0123456789", count: 100))
+    }
+
     @Test func chunkHeadersAreLowercaseHex() {
         for (n, s) in [(1, "1"), (15, "f"), (16, "10"), (65536, "10000"), (0, "0")] {
             var b = ByteBuffer()
