@@ -1054,6 +1054,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Bodies up to this size are copied behind what is gathered rather than written apart.
     private static let gatherLimit = 2048
+    /// What is gathered is written once it reaches this: a read full of small chunks is not
+    /// copied into one ever-growing buffer.
+    private static let gatheredLimit = 16 * 1024
 
     /// Appends to what is gathered, starting from the connection's kept buffer when nothing is.
     private func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
@@ -1065,7 +1068,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Writes `buffer` to the client after what is gathered; a small one joins it instead.
     private func send(_ buffer: ByteBuffer) {
-        if gathered != nil, buffer.readableBytes <= Self.gatherLimit {
+        if let g = gathered, buffer.readableBytes <= Self.gatherLimit, g.readableBytes + buffer.readableBytes <= Self.gatheredLimit {
             gathered!.writeImmutableBuffer(buffer)
             return
         }

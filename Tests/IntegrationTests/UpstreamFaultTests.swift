@@ -18,6 +18,8 @@ RESPONSES = {
     # the same pieces arriving one read at a time (a list is sent piece by piece, 50 ms apart).
     b"/small-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\nX-Sum: 4\r\n\r\n",
     b"/early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"/many-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"3e8\r\n" + bytes([97 + i % 26]) * 1000 + b"\r\n" for i in range(40)) + b"0\r\n\r\n",
     b"/piecewise": [b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
                     b"2\r\nab\r\n", b"5\r\ncdefg\r\n", b"0\r\n\r\n"],
 }
@@ -90,6 +92,8 @@ struct UpstreamFaultTests {
             ("/small-chunks", [], "abcd", ["x-sum: 4"]),
             ("/early-hints", ["HTTP/1.1 103"], "ok", []),
             ("/piecewise", ["HTTP/1.1 103"], "abcdefg", []),
+            // More small chunks in one read than the proxy gathers into one write.
+            ("/many-chunks", [], (0..<40).map { String(repeating: String(UnicodeScalar(97 + UInt8($0 % 26))), count: 1000) }.joined(), []),
             ("/good", [], "good", []),
         ]
         for t in cases {
