@@ -785,7 +785,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .contentLength(let n): forwardFraming = .contentLength(n)
         case .none, .closeDelimited: forwardFraming = .none
         }
-        var out = Self.reuse(&requestHeadScratch, capacity: head.headLength + 320)
+        var out = ByteBuffer.takeKept(&requestHeadScratch, capacity: head.headLength + 320)
         inbound.withUnsafeReadableBytes { p in
             ForwardedHeads.writeRequestHead(
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
@@ -794,7 +794,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if logging && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
-        keep(out, in: &requestHeadScratch)
+        out.keep(in: &requestHeadScratch)
         endpointIndex = -1
         tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
@@ -1031,56 +1031,35 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func writeResponseHead(_ head: HTTP1Head, buffer: ByteBuffer, keepCL: Bool, chunked: Bool, connection: ConnectionDirective) {
         // Room for a body short enough to be gathered behind the head.
         var room = head.headLength + 64
-        if case .contentLength(let n) = head.framing, n <= Self.gatherLimit { room += Int(n) }
+        if case .contentLength(let n) = head.framing, n <= WriteGatherer.pieceLimit { room += Int(n) }
         let extra = head.isInformational ? nil : responseExtra
-        let before = gathered?.readableBytes ?? 0
+        let before = output.gatheredBytes
         gather(capacity: room) { out in
             buffer.withUnsafeReadableBytes { p in
                 ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: keepCL, chunked: chunked,
                                                  connection: connection, extra: extra)
             }
         }
-        record.bytesOut += (gathered?.readableBytes ?? 0) - before
+        record.bytesOut += output.gatheredBytes - before
     }
 
     // MARK: - Output to the client
 
-    /// What goes to the client is gathered while it is small: a response head, a short body
-    /// behind it, a chunk's size line, the chunk and its CRLF leave as one buffer, written once
-    /// when something large follows or at the flush. Each channel write costs NIO a pass through
-    /// its open-channel checks and a pending-write entry, and an HTTP/1.1 response was two to
-    /// four of them.
-    private var gathered: ByteBuffer? = nil
+    private var output = WriteGatherer()
 
-    /// Bodies up to this size are copied behind what is gathered rather than written apart.
-    private static let gatherLimit = 2048
-    /// What is gathered is written once it reaches this: a read full of small chunks is not
-    /// copied into one ever-growing buffer.
-    private static let gatheredLimit = 16 * 1024
-
-    /// Appends to what is gathered, starting from the connection's kept buffer when nothing is.
     private func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
-        if gathered == nil {
-            gathered = Self.reuse(&responseHeadScratch, capacity: capacity)
-        }
-        write(&gathered!)
+        output.gather(capacity: capacity, write)
     }
 
     /// Writes `buffer` to the client after what is gathered; a small one joins it instead.
     private func send(_ buffer: ByteBuffer) {
-        if let g = gathered, buffer.readableBytes <= Self.gatherLimit, g.readableBytes + buffer.readableBytes <= Self.gatheredLimit {
-            gathered!.writeImmutableBuffer(buffer)
-            return
-        }
+        if output.join(buffer) { return }
         writeGathered()
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 
     private func writeGathered() {
-        guard let out = gathered else { return }
-        gathered = nil
-        context.write(wrapOutboundOut(out), promise: nil)
-        keep(out, in: &responseHeadScratch)
+        if let out = output.take() { context.write(wrapOutboundOut(out), promise: nil) }
     }
 
     private func flushClient() {
@@ -1090,25 +1069,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     // MARK: - Head buffers
 
-    /// The buffers this connection wrote last, kept to be written over: once NIO has sent one,
-    /// its storage is referenced only here again and `clear` reuses it, so a keep-alive request
-    /// costs no allocation for its two heads. One still queued (a pipelined burst, a slow
-    /// client) makes `clear` copy, as it must.
+    /// The request head this connection wrote last, kept to be written over (see
+    /// `ByteBuffer.takeKept`): a keep-alive request costs no allocation for its head.
     private var requestHeadScratch = ByteBuffer()
-    private var responseHeadScratch = ByteBuffer()
-
-    private static func reuse(_ scratch: inout ByteBuffer, capacity: Int) -> ByteBuffer {
-        var b = scratch
-        scratch = ByteBuffer()  // our second reference would make `clear` copy
-        b.clear(minimumCapacity: capacity)
-        return b
-    }
-
-    /// Keeps a head for the next one unless it is unusually large: an idle connection should
-    /// not hold on to a 64 KiB head.
-    private func keep(_ head: ByteBuffer, in scratch: inout ByteBuffer) {
-        scratch = head.capacity <= 4096 ? head : ByteBuffer()
-    }
 
     /// The proxy's own response lines: HSTS and the affinity cookie.
     private var responseExtra: [UInt8]? {
@@ -1123,7 +1086,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func upstreamResponseBody(_ body: ByteBuffer) {
         record.bytesOut += body.readableBytes
         if responseChunked {
-            gather(capacity: 20 + min(body.readableBytes, Self.gatherLimit)) { ForwardedHeads.writeChunkHeader(&$0, size: body.readableBytes) }
+            gather(capacity: 20 + min(body.readableBytes, WriteGatherer.pieceLimit)) { ForwardedHeads.writeChunkHeader(&$0, size: body.readableBytes) }
             send(body)
             gather(capacity: 2) { $0.writeStaticString("\r\n") }
         } else {

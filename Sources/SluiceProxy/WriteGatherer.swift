@@ -1,0 +1,69 @@
+import NIOCore
+
+/// What goes to a client is gathered while it is small: a response head, a short body behind
+/// it, a chunk's size line, the chunk and its CRLF leave as one buffer. It is handed out when
+/// something large follows, at the flush, or once it holds `bufferLimit`. Each channel write costs
+/// NIO a pass through its open-channel checks and a pending-write entry, and an HTTP/1.1
+/// response was two to four of them.
+///
+/// A value without a channel: the handler writes what `take()` hands out and what `join`
+/// refuses, in that order.
+struct WriteGatherer {
+    /// Pieces up to this size are copied behind what is gathered rather than written apart.
+    static let pieceLimit = 2048
+    /// What is gathered is handed out once it reaches this: a read full of small chunks is not
+    /// copied into one ever-growing buffer.
+    static let bufferLimit = 16 * 1024
+
+    private var gathered: ByteBuffer? = nil
+    /// The buffer handed out last, written over by the next gathering once NIO has let go of it.
+    private var spare = ByteBuffer()
+
+    var gatheredBytes: Int { gathered?.readableBytes ?? 0 }
+
+    /// Appends what `write` writes to what is gathered, starting from the spare buffer (with at
+    /// least `capacity` bytes of room) when nothing is.
+    mutating func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
+        if gathered == nil {
+            gathered = ByteBuffer.takeKept(&spare, capacity: capacity)
+        }
+        write(&gathered!)
+    }
+
+    /// Copies `buffer` behind what is gathered when it is small and something is being
+    /// gathered. False when it must be written apart: after what `take()` returns, not copied.
+    mutating func join(_ buffer: ByteBuffer) -> Bool {
+        guard let g = gathered, buffer.readableBytes <= Self.pieceLimit,
+              g.readableBytes + buffer.readableBytes <= Self.bufferLimit else { return false }
+        gathered!.writeImmutableBuffer(buffer)
+        return true
+    }
+
+    /// What was gathered, to be written now; nil when nothing was.
+    mutating func take() -> ByteBuffer? {
+        guard let out = gathered else { return nil }
+        gathered = nil
+        out.keep(in: &spare)
+        return out
+    }
+}
+
+// MARK: - Buffers kept to be written over
+
+extension ByteBuffer {
+    /// The kept buffer, emptied, with room for `capacity` bytes. Once NIO has sent it, its
+    /// storage is referenced only by the keeper and `clear` reuses it: no allocation. One still
+    /// queued (a pipelined burst, a slow client) makes `clear` copy, as it must.
+    static func takeKept(_ kept: inout ByteBuffer, capacity: Int) -> ByteBuffer {
+        var b = kept
+        kept = ByteBuffer()  // the keeper's second reference would make `clear` copy
+        b.clear(minimumCapacity: capacity)
+        return b
+    }
+
+    /// Keeps this buffer to be written over unless it is unusually large: an idle connection
+    /// should not hold on to a 64 KiB head.
+    func keep(in kept: inout ByteBuffer) {
+        kept = capacity <= 4096 ? self : ByteBuffer()
+    }
+}
