@@ -50,17 +50,33 @@ while True:
 
 @Suite("upstream faults", .serialized)
 struct UpstreamFaultTests {
+    /// The scripted backend and a proxy in front of it; both stop when the fixture goes (tests
+    /// keep it alive to their end).
+    final class Fixture {
+        let backend: ChildProcess
+        let proxy: ChildProcess
+        let port: Int
+
+        init() throws {
+            let script = scratchPath("sluice-bad-backend", suffix: ".py")
+            try badBackendScript.writeWhole(toFile: script)
+            backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
+            let backendPort = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
+            proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(),
+                                                    "--http", "127.0.0.1:0", "--default-backend", "127.0.0.1:\(backendPort)"])
+            port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+        }
+
+        deinit {
+            proxy.stop()
+            backend.stop()
+        }
+    }
+
     @Test func malformedResponsesBecome502() throws {
-        let script = scratchPath("sluice-bad-backend", suffix: ".py")
-        try badBackendScript.writeWhole(toFile: script)
-        defer { try? FileManager.default.removeItem(atPath: script) }
-        let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
-        defer { backend.stop() }
-        let port = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",
-                                                    "--default-backend", "127.0.0.1:\(port)"])
-        defer { proxy.stop() }
-        let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
+        let f = try Fixture()
+        defer { withExtendedLifetime(f) {} }
+        let (proxy, p) = (f.proxy, f.port)
         for path in ["/cl-and-te", "/bare-lf", "/nul", "/huge-head", "/bad-status", "/reset"] {
             let r = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(p)\(path)"])
             #expect(r.stdout == "502", "\(path): \(r.stdout)")
@@ -78,16 +94,9 @@ struct UpstreamFaultTests {
     /// The proxy gathers small response pieces into one write; what the client receives must be
     /// the same bytes, in order, with the framing intact for the next request on the connection.
     @Test func smallResponsePiecesArriveWholeAndInOrder() throws {
-        let script = scratchPath("sluice-bad-backend", suffix: ".py")
-        try badBackendScript.writeWhole(toFile: script)
-        let backend = try ChildProcess(Paths.tool("python3") ?? "/usr/bin/python3", [script])
-        defer { backend.stop() }
-        let port = Int(try backend.waitFor(#"listening on \S*:(\d+)"#))!
-        let proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", emptyDirectory(), "--http", "127.0.0.1:0",
-                                                    "--default-backend", "127.0.0.1:\(port)"])
-        defer { proxy.stop() }
-        let p = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
-        let c = try RawClient(port: p)
+        let f = try Fixture()
+        defer { withExtendedLifetime(f) {} }
+        let c = try RawClient(port: f.port)
         let cases: [(path: String, interim: [String], body: String, trailers: [String])] = [
             ("/small-chunks", [], "abcd", ["x-sum: 4"]),
             ("/early-hints", ["HTTP/1.1 103"], "ok", []),
