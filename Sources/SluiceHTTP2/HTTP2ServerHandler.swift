@@ -117,8 +117,10 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
         guard let context, started, !receiving, !producing, !closing else { return }
         producing = true
         defer { producing = false }
-        var wrote = false
         var fatal = false
+        // Each round's frames are written when the next round has some too; the last round's
+        // go with the flush, in one pass down the pipeline.
+        var last: ByteBuffer? = nil
         while context.channel.isWritable {
             var out = takeOutputBuffer()
             if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
@@ -126,12 +128,14 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
                 keepOutputBuffer(out)
                 break
             }
-            context.write(wrapOutboundOut(out), promise: nil)
+            if let previous = last { context.write(wrapOutboundOut(previous), promise: nil) }
+            last = out
             keepOutputBuffer(out)
-            wrote = true
-            if fatal { break }
+            // Short of the limit, nghttp2 had nothing more: no second round, whose buffer would
+            // have to be a new one (this one is not written yet).
+            if fatal || out.readableBytes < 64 * 1024 { break }
         }
-        if wrote { context.flush() }
+        if let last { context.writeAndFlush(wrapOutboundOut(last), promise: nil) }
         if fatal || session.isFinished { closeAfterOutput() }
     }
 

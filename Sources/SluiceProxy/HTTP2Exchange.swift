@@ -316,16 +316,21 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             continueSent = true
             session?.sendContinue(stream)
         }
-        if let requestHead { conn.write(requestHead) }
-        if let early = earlyBody {
-            earlyBody = nil
-            writeBody(early)
+        let endNow = earlyEnd || (requestDone && framing == .chunked)
+        if let requestHead, earlyBody == nil, !endNow {
+            conn.writeAndFlush(requestHead)  // the usual case: one pass down the pipeline
+        } else {
+            if let requestHead { conn.write(requestHead) }
+            if let early = earlyBody {
+                earlyBody = nil
+                writeBody(early)
+            }
+            if endNow {
+                earlyEnd = false
+                writeEnd()
+            }
+            conn.flush()
         }
-        if earlyEnd || (requestDone && framing == .chunked) {
-            earlyEnd = false
-            writeEnd()
-        }
-        conn.flush()
         if requestDone { deadlines.enter(.awaitingResponse, at: now) }
         if conn.isWritable { releaseWindow() } else { deadlines.upstreamWritability(false, at: now) }
     }

@@ -917,11 +917,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         upstream = conn
         upstreamReused = reused
         conn.attach(self, requestIsHead: method == .head, now: now)
-        if let requestHead { conn.write(requestHead) }
         setPhase(.forwardingBody)
         if requestFraming == .none {
-            conn.flush()
+            if let requestHead { conn.writeAndFlush(requestHead) } else { conn.flush() }
         } else {
+            if let requestHead { conn.write(requestHead) }
             needsUpstreamFlush = true
             if expectsContinue && !continueSent {
                 continueSent = true
@@ -1063,8 +1063,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func flushClient() {
-        writeGathered()
-        context.flush()
+        if let out = output.take() {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)  // one pass down the pipeline, not two
+        } else {
+            context.flush()
+        }
     }
 
     // MARK: - Head buffers

@@ -82,6 +82,11 @@ public final class UpstreamConnection: ChannelDuplexHandler {
         context?.write(wrapOutboundOut(buffer), promise: nil)
     }
 
+    /// One pass down the pipeline instead of two.
+    public func writeAndFlush(_ buffer: ByteBuffer) {
+        context?.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
     public func flush() {
         context?.flush()
     }
