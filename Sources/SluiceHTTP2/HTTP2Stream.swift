@@ -142,8 +142,6 @@ public final class HTTP2Stream {
     public func fieldNamed(_ f: HTTP2Field, _ name: StaticString) -> Bool {
         guard f.name.count == name.utf8CodeUnitCount else { return false }
         // One access to the array, not one per byte (each is an exclusivity check).
-        return headerBytes.withUnsafeBufferPointer { b in
-            memcmp(b.baseAddress! + f.name.lowerBound, name.utf8Start, f.name.count) == 0
-        }
+        return headerBytes.withUnsafeBytes { Self.same(UnsafeRawBufferPointer(rebasing: $0[f.name]), name) }
     }
 }

@@ -2,9 +2,9 @@ import NIOCore
 
 /// What goes to a client is gathered while it is small: a response head, a short body behind
 /// it, a chunk's size line, the chunk and its CRLF leave as one buffer. It is handed out when
-/// something large follows, at the flush, or once it holds `bufferLimit`. Each channel write costs
-/// NIO a pass through its open-channel checks and a pending-write entry, and an HTTP/1.1
-/// response was two to four of them.
+/// a piece too large to copy follows, when a piece would take it past `bufferLimit`, or at
+/// the flush. Each channel write costs NIO a pass through its open-channel checks and a
+/// pending-write entry, and an HTTP/1.1 response was two to four of them.
 ///
 /// A value without a channel: the handler writes what `take()` hands out and what `join`
 /// refuses, in that order.

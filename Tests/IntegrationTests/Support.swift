@@ -380,3 +380,58 @@ enum RawH2 {
 func statusLines(_ s: String) -> [String] {
     s.utf8.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }.filter { $0.hasPrefix("HTTP/1.1 ") }
 }
+
+/// One HTTP/1.1 response read from raw bytes: 1xx heads, then the final head and its body
+/// (Content-Length or chunked, decoded). `complete` is false until all of it is there.
+struct HTTPResponseBytes {
+    var interim: [String] = []
+    var status = 0
+    var body: [UInt8] = []
+    var trailers: [String] = []
+    var rest: [UInt8] = []
+    var complete = false
+
+    init?(_ bytes: [UInt8]) {
+        var i = 0
+        func line() -> String? {
+            guard let end = (i..<max(i, bytes.count - 1)).first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }) else { return nil }
+            defer { i = end + 2 }
+            return String(decoding: bytes[i..<end], as: UTF8.self)
+        }
+        while true {
+            guard let statusLine = line() else { return }
+            var fields: [String] = []
+            while let f = line(), !f.isEmpty { fields.append(f.lowercased()) }
+            guard i <= bytes.count, bytes[..<i].suffix(4).elementsEqual("\r\n\r\n".utf8) else { return }
+            let code = Int(statusLine.split(separator: " ")[1]) ?? 0
+            if code < 200 {
+                interim.append(statusLine)
+                continue
+            }
+            status = code
+            if let cl = fields.first(where: { $0.hasPrefix("content-length:") }) {
+                let n = Int(cl.dropFirst(15).trimmingCharacters(in: .whitespaces))!
+                guard bytes.count - i >= n else { return }
+                body = Array(bytes[i..<i + n])
+                i += n
+            } else if fields.contains("transfer-encoding: chunked") {
+                while true {
+                    guard let sizeLine = line(), let size = Int(sizeLine, radix: 16) else { return }
+                    if size == 0 { break }
+                    guard bytes.count - i >= size + 2 else { return }
+                    body += bytes[i..<i + size]
+                    i += size
+                    guard line() == "" else { return }
+                }
+                while true {
+                    guard let t = line() else { return }
+                    if t.isEmpty { break }
+                    trailers.append(t.lowercased())
+                }
+            }
+            rest = Array(bytes[i...])
+            complete = true
+            return
+        }
+    }
+}
