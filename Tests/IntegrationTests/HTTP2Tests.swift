@@ -102,6 +102,20 @@ struct HTTP2Tests {
         #expect(h1.stdout.contains(#""backend":"h2""#))
     }
 
+    /// The method and target are read from the stream's pseudo-fields: a HEAD stream ends
+    /// after the head (nghttp waits for the end of the stream, which curl -I does not), and an
+    /// asterisk-form target is refused.
+    @Test func headAndAsteriskTargetsOverH2() throws {
+        let f = try Fixture()
+        let head = try run("nghttp", ["-t", "5", "-s", "-H", ":method: HEAD", "-H", ":authority: h2.local", "http://127.0.0.1:\(f.http)/x"], timeout: 15)
+        #expect(head.status == 0, "nghttp exit \(head.status): \(head.stdout) \(head.stderr)")
+        #expect(head.stdout.contains(" 200 "), "\(head.stdout)")
+        let star = try curl(["--http2-prior-knowledge", "-w", "\n%{http_code}", "-X", "OPTIONS", "--request-target", "*",
+                             "-H", "Host: h2.local", "http://127.0.0.1:\(f.http)"], timeout: 10)
+        #expect(star.stdout.hasSuffix("\n400"), "\(star.stdout)")
+        #expect(star.stdout.contains("asterisk-form"), "\(star.stdout)")
+    }
+
     @Test func requestBodiesWithAndWithoutContentLength() throws {
         let f = try Fixture()
         let file = scratchPath("sluice-h2-body")
