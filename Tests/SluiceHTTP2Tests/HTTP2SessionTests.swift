@@ -357,3 +357,45 @@ extension HTTP2SessionTests {
         #expect(delegate.seen.last?.fields.isEmpty == true)
     }
 }
+
+// MARK: - Priorities
+
+extension HTTP2SessionTests {
+    /// The server announces RFC 9218 (SETTINGS_NO_RFC7540_PRIORITIES = 1). Clients that still
+    /// send RFC 7540 signals (PRIORITY frames, HEADERS with a dependency, even on a stream not
+    /// yet opened) are served as if they had not; a `priority` field is passed on like any other.
+    @Test func rfc7540PrioritySignalsAreIgnoredAndRFC9218IsAnnounced() {
+        let h = Harness()
+        var w = FrameWriter()
+        w.start()
+        // PRIORITY for idle stream 5: depends on stream 0, weight 200.
+        w.frame(type: 2, flags: 0, stream: 5, payload: [0, 0, 0, 0, 200])
+        // HEADERS with PRIORITY (0x20): exclusive dependency on stream 5, weight 16.
+        let block = FrameWriter.hpack(get + [("priority", "u=1, i")])
+        w.frame(type: 1, flags: 0x4 | 0x1 | 0x20, stream: 1, payload: [0x80, 0, 0, 5, 15] + block)
+        w.headers(stream: 3, get, endStream: true)
+        #expect(h.feed(w))
+        #expect(h.delegate.heads.map(\.0.id) == [1, 3])
+        let first = h.delegate.heads.first?.0
+        #expect(first.map { s in s.fields.contains { s.fieldNamed($0, "priority") } } == true)
+
+        let out = h.output()
+        let settings = out.first { $0.type == 4 && $0.flags & 1 == 0 }
+        var entries: [UInt16: UInt32] = [:]
+        if let p = settings?.payload {
+            for i in stride(from: 0, to: p.count - 5, by: 6) {
+                entries[UInt16(p[i]) << 8 | UInt16(p[i + 1])] = p[(i + 2)..<(i + 6)].reduce(0) { $0 << 8 | UInt32($1) }
+            }
+        }
+        #expect(entries[0x9] == 1, "SETTINGS_NO_RFC7540_PRIORITIES")
+        #expect(!out.contains { $0.type == 7 || $0.type == 3 }, "no GOAWAY or RST_STREAM")
+
+        for (s, _) in h.delegate.heads {
+            var head = HTTP2HeaderBlock()
+            head.add(":status", "204")
+            h.session.respond(s, headers: head, hasBody: false)
+        }
+        let answers = h.output().filter { $0.type == 1 }
+        #expect(Set(answers.map(\.stream)) == [1, 3])
+    }
+}
