@@ -138,7 +138,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceProxyTests",
-            dependencies: ["SluiceProxy", "SluiceUpstream", "SluiceHTTP1", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SluiceProxy", "SluiceUpstream", "SluiceHTTP1",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -22,7 +22,6 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     private var lastActivity = NIODeadline.now()
     /// Shared by the connection's streams (browsers coalesce hosts, so it can change).
     var hostPolicyMemo = HostPolicyMemo()
-    private var timer: Scheduled<Void>? = nil
     private var closed = false
     private var outputScheduled = false
 
@@ -78,7 +77,6 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
         loop.registry.add(self)
         if loop.settings.metricsEnabled { loop.metrics.h2Connection() }
-        scheduleTimer()
     }
 
     private var sparesReleased = true
@@ -95,8 +93,6 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     func http2ConnectionClosed() {
         closed = true
         loop.registry.remove(self)
-        timer?.cancel()
-        timer = nil
         let open = exchanges.values
         exchanges = [:]
         for ex in open { ex.abandon() }
@@ -181,20 +177,10 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
 
     // MARK: - Timeouts
 
-    /// One timer per connection: upstream and client-body timeouts of every stream, and the
-    /// idle timeout of the connection.
-    private func scheduleTimer() {
-        guard let context else { return }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(500)) {
-            self.timer = nil
-            guard !self.closed else { return }
-            self.checkTimeouts()
-            if !self.closed { self.scheduleTimer() }
-        }
-    }
-
-    private func checkTimeouts() {
-        let now = NIODeadline.now()
+    /// Called by the loop's timeout sweep (`ConnectionRegistry`): upstream and client-body
+    /// timeouts of every stream, and the idle timeout of the connection.
+    func checkTimeouts(now: NIODeadline) {
+        guard !closed else { return }
         if exchanges.isEmpty {
             if now - lastActivity >= .seconds(1), !sparesReleased {
                 // Idle for a second: the buffers kept for the next streams go (they are kept

@@ -297,7 +297,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var client: ClientInfo
     private var phase = Phase.awaitingHead
     private var deadlines = ExchangeDeadlines(now: .now())
-    private var timer: Scheduled<Void>? = nil
     private var draining = false
     private var needsFlush = false
     private var needsUpstreamFlush = false
@@ -387,10 +386,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) {
         // The handler and its context hold each other, and NIO does not break that: without
         // this, every closed connection kept its handler, context and pipeline for good.
-        // Nothing reaches `context` afterwards: the phase is `.closing` (timer and connect
-        // callbacks check it) and the upstream dropped this delegate when it was closed.
-        timer?.cancel()
-        timer = nil
+        // Nothing reaches `context` afterwards: the phase is `.closing` (the timeout sweep and
+        // connect callbacks check it) and the upstream dropped this delegate when it was closed.
         self.context = nil
     }
 
@@ -398,7 +395,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
         loop.registry.add(self)
         deadlines = ExchangeDeadlines(now: .now())
-        scheduleTimer()
         context.fireChannelActive()
     }
 
@@ -407,8 +403,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         finishRecord(status: responseStarted ? responseStatus : 499)
         closeAttempts()
         loop.registry.remove(self)
-        timer?.cancel()
-        timer = nil
         if let upstream {
             // The client is gone: the upstream exchange cannot complete cleanly.
             self.upstream = nil
@@ -511,8 +505,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// with the h2 preface) and leaves the pipeline.
     private func switchToHTTP2(context: ChannelHandlerContext, initial: ByteBuffer?) {
         loop.registry.remove(self)
-        timer?.cancel()
-        timer = nil
         phase = .closing
         let connection = HTTP2ProxyConnection(loop: loop, tls: tls, sniCertificate: sniCertificate)
         let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial)
@@ -1305,19 +1297,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     // MARK: - Timeouts
 
-    /// One timer per connection, re-armed when it fires: no scheduling per request.
-    private func scheduleTimer() {
-        let tick = TimeAmount.milliseconds(500)
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: tick) {
-            self.timer = nil
-            guard self.phase != .closing else { return }
-            self.checkTimeouts()
-            if self.phase != .closing { self.scheduleTimer() }
-        }
-    }
-
-    private func checkTimeouts() {
-        let now = NIODeadline.now()
+    /// Called by the loop's timeout sweep (`ConnectionRegistry`), for registered connections only.
+    func checkTimeouts(now: NIODeadline) {
+        guard phase != .closing, context != nil else { return }
         let limits = ExchangeDeadlines.Limits(
             head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,
             upstreamRead: readTimeout, upstreamSend: backend?.policy.sendTimeout ?? settings.upstreamReadTimeout)

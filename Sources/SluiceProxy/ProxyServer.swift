@@ -40,6 +40,7 @@ public final class ProxyServer: Sendable {
         }
         for l in loops {
             l.upstreams.start()
+            l.registry.start()
             l.startAccounting()
         }
     }
@@ -74,12 +75,17 @@ public final class ProxyServer: Sendable {
                 .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.maxMessagesPerRead, value: 16)
+                // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a
+                // setsockopt per connection.
+                .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] channel in
                     self.countConnection(channel)
                     return channel.eventLoop.makeCompletedFuture {
+                        // Set here rather than as bootstrap child options, which apply each option
+                        // through a future of its own on every accepted connection.
+                        let options = channel.syncOptions
+                        try options?.setOption(.allowRemoteHalfClosure, value: true)
+                        try options?.setOption(.maxMessagesPerRead, value: 16)
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls))
                         }
@@ -157,6 +163,7 @@ public final class ProxyServer: Sendable {
         for l in loops {
             try? await l.eventLoop.submit {
                 l.registry.closeAll()
+                l.registry.stop()
                 l.upstreams.closeAll()
                 l.accessLog?.flush()
             }.get()
