@@ -1246,9 +1246,27 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         needsFlush = false
         writeGathered()
         let ctx = context!
-        ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
-            ctx.close(promise: nil)
+        closeProgress = ClosingProgress(now: loop.now)
+        if tls {
+            // The response's last bytes and close_notify in one write, not one each.
+            ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(), promise: nil)
+        } else {
+            ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+                ctx.close(promise: nil)
+            }
         }
+    }
+
+    private var closeProgress: ClosingProgress? = nil
+
+    private func checkClosing(now: NIODeadline) {
+        guard closeProgress != nil, let ctx = context else { return }
+        let buffered = (try? ctx.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        guard closeProgress!.stalled(buffered: buffered, at: now, timeout: settings.clientSendTimeout) else { return }
+        closeProgress = nil
+        loop.logger.info("client took none of the response's end in time; closing", metadata: [
+            "client": "\(String(decoding: client.ip, as: UTF8.self))", "unsent": "\(buffered)"])
+        ctx.close(promise: nil)
     }
 
     func forceClose() {
@@ -1299,7 +1317,11 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Called by the loop's timeout sweep (`ConnectionRegistry`), for registered connections only.
     func checkTimeouts(now: NIODeadline) {
-        guard phase != .closing, context != nil else { return }
+        guard context != nil else { return }
+        if phase == .closing {
+            checkClosing(now: now)
+            return
+        }
         let limits = ExchangeDeadlines.Limits(
             head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,
             upstreamRead: readTimeout, upstreamSend: backend?.policy.sendTimeout ?? settings.upstreamReadTimeout)

@@ -15,6 +15,13 @@ public struct TLSHandshakeFailed: Sendable {
     public init() {}
 }
 
+/// An outbound user event: end the connection once everything written before it is sent. The
+/// plaintext not yet encrypted and close_notify leave in one write, and the socket closes when
+/// that write completes (a `close` instead sends close_notify and closes at once).
+public struct TLSCloseAfterFlush: Sendable {
+    public init() {}
+}
+
 /// Server-side TLS for one connection: ciphertext below, plaintext above.
 ///
 /// States: handshaking → active → closing → closed. Plaintext written before the handshake ends
@@ -280,6 +287,33 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         }
         state = .closed
         context.close(mode: mode, promise: promise)
+    }
+
+    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is TLSCloseAfterFlush else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        guard state == .active, let connection, encryptGathered(context: context) else {
+            // Handshaking (nothing was sent), or already ending: close as `close` does.
+            close(context: context, mode: .all, promise: promise)
+            return
+        }
+        state = .closing
+        connection.shutdown()
+        // Writes complete in order: when this one has, so has everything before it.
+        let sent = context.eventLoop.makePromise(of: Void.self)
+        if let last = drainCiphertext(context: context) {
+            context.write(wrapOutboundOut(last), promise: sent)
+        } else {
+            sent.succeed(())
+        }
+        context.flush()
+        // A `close` meanwhile (a timeout) closes at once, which fails `sent`: nothing waits longer.
+        sent.futureResult.assumeIsolated().whenComplete { _ in
+            self.state = .closed
+            context.close(promise: promise)
+        }
     }
 
     public func channelInactive(context: ChannelHandlerContext) {

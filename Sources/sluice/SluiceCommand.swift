@@ -115,6 +115,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a client may pause inside a request body (408, or the connection or stream closed once the response has started).")
     var clientBodyTimeout: Double = 60
 
+    @Option(help: "Seconds a connection that closes after its response waits for the client to take any of the rest before it is cut.")
+    var clientSendTimeout: Double = 60
+
     @Option(help: "Seconds to connect to an upstream (504).")
     var upstreamConnectTimeout: Double = 5
 
@@ -145,6 +148,7 @@ struct Serve: AsyncParsableCommand {
         settings.headTimeout = amount(headTimeout)
         settings.keepAliveTimeout = amount(keepaliveTimeout)
         settings.clientBodyTimeout = amount(clientBodyTimeout)
+        settings.clientSendTimeout = amount(clientSendTimeout)
         settings.upstreamConnectTimeout = amount(upstreamConnectTimeout)
         settings.upstreamReadTimeout = amount(upstreamReadTimeout)
         guard h2MaxConcurrentStreams > 0, h2MaxControlFrames > 0 else {
