@@ -690,6 +690,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func startExchange(headLength: Int) {
         let head = parser.head
         exchangeID &+= 1
+        buffersReleased = false
         deadlines.requestStarted()
         record.begin(now: loop.now, bytesIn: headLength)
         responseStatus = 0
@@ -1259,6 +1260,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private var closeProgress: ClosingProgress? = nil
 
+    // MARK: - Idle memory
+
+    /// Between requests, buffers are kept to be written over by the next one; once the
+    /// connection has been idle this long they go, as HTTP/2's do, so that idle keep-alive
+    /// connections hold as little as possible.
+    private static let idleBuffersFor = TimeAmount.seconds(1)
+    private var buffersReleased = true
+
+    private func releaseBuffers() {
+        buffersReleased = true
+        requestHeadScratch = ByteBuffer()
+        output.releaseSpare()
+        if tls { context.triggerUserOutboundEvent(TLSReleaseBuffers(), promise: nil) }
+    }
+
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }
         let buffered = (try? ctx.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
@@ -1321,6 +1337,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if phase == .closing {
             checkClosing(now: now)
             return
+        }
+        if deadlines.stage == .idle, !buffersReleased, now - deadlines.stageSince >= Self.idleBuffersFor {
+            releaseBuffers()
         }
         let limits = ExchangeDeadlines.Limits(
             head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,

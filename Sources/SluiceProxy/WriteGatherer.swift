@@ -21,6 +21,11 @@ struct WriteGatherer {
 
     var gatheredBytes: Int { gathered?.readableBytes ?? 0 }
 
+    /// Lets the spare buffer go (an idle connection); the next gathering allocates.
+    mutating func releaseSpare() {
+        spare = ByteBuffer()
+    }
+
     /// Appends what `write` writes to what is gathered, starting from the spare buffer (with at
     /// least `capacity` bytes of room) when nothing is.
     mutating func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {

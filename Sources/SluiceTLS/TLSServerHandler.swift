@@ -22,6 +22,13 @@ public struct TLSCloseAfterFlush: Sendable {
     public init() {}
 }
 
+/// An outbound user event: the connection has gone idle, so the buffers kept to be written over
+/// by the next record go (an idle connection that once carried a large response would otherwise
+/// keep up to a record's worth of each).
+public struct TLSReleaseBuffers: Sendable {
+    public init() {}
+}
+
 /// Server-side TLS for one connection: ciphertext below, plaintext above.
 ///
 /// States: handshaking → active → closing → closed. Plaintext written before the handshake ends
@@ -290,6 +297,13 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is TLSReleaseBuffers {
+            plaintextScratch = ByteBuffer()
+            ciphertextScratch = ByteBuffer()
+            if gathered.readableBytes == 0 { gathered = ByteBuffer() }
+            promise?.succeed(())
+            return
+        }
         guard event is TLSCloseAfterFlush else {
             context.triggerUserOutboundEvent(event, promise: promise)
             return
