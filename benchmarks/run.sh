@@ -29,7 +29,7 @@ WORKERS=${WORKERS:-"1 2"}
 CONNS_SET=${CONNS:-}
 SIZES_SET=${SIZES:-}
 PROXIES=${PROXIES:-"sluice nginx haproxy"}
-SCHEMES=${SCHEMES:-"http https https-close https-full h2 idle reload"}
+SCHEMES=${SCHEMES:-"http https https-close https-full h2 idle reload reload-https reload-h2"}
 RELOAD_EVERY=${RELOAD_EVERY:-1}
 conns_for() { [ -n "$CONNS_SET" ] && { echo "$CONNS_SET"; return; }; case $1 in http|https) echo "50 256" ;; *) echo 50 ;; esac; }
 sizes_for() { [ -n "$SIZES_SET" ] && { echo "$SIZES_SET"; return; }; case $1 in http) echo "13 1024 65536" ;; *) echo 13 ;; esac; }
@@ -83,7 +83,7 @@ start_proxy() {  # name workers → pid
       [ "$name" = sluice-obs ] && obs=(--metrics on --access-log "$out/access.log" --access-log-format json)
       [ "${scheme:-}" = https-full ] && obs+=(--tls-session-resumption off)
       local rules=(--rules "$out/empty-rules" --default-backend 127.0.0.1:$BACKEND_PORT)
-      if [ "${scheme:-}" = reload ]; then
+      if [[ "${scheme:-}" == reload* ]]; then
         sluice_rules 60 > "$out/reload-rules/bench.yaml"
         rules=(--rules "$out/reload-rules")
       fi
@@ -229,7 +229,7 @@ for w in $WORKERS; do
             http-close) url="http://127.0.0.1:${PORT[$p]}/$size"; extra=(-H "Connection: close") ;;
             https) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             https-close|https-full) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=(-H "Connection: close") ;;
-            h2) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
+            h2|reload-https|reload-h2) wait_port "${TLSPORT[$p]}"; url="https://127.0.0.1:${TLSPORT[$p]}/$size"; extra=() ;;
             idle) url=""; extra=() ;;
           esac
           run="$out/$scheme-w$w-c$c-s$size-r$r-$p"
@@ -240,10 +240,17 @@ for w in $WORKERS; do
             # warm the upstream pool, then measure; h2load stops itself after -D seconds
             h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
             h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 || true
-          elif [ "$scheme" = reload ]; then
-            wrk -t1 -c"$c" -d1s "$url" >/dev/null 2>&1 || true
+          elif [[ "$scheme" == reload* ]]; then
             : > "$out/nginx-proxy-error.log"
-            wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" > "$run.txt" 2>&1 &
+            if [ "$scheme" = reload-h2 ]; then
+              # h2load does not open a new connection for one the proxy ends (GOAWAY, close):
+              # a connection lost to a reload is a client lost for the rest of the run.
+              h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
+              h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 &
+            else
+              wrk -t1 -c"$c" -d1s "$url" >/dev/null 2>&1 || true
+              wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" > "$run.txt" 2>&1 &
+            fi
             load=$!
             sent=0
             for i in $(seq $(python3 -c "print(int(($DURATION - 0.5) / $RELOAD_EVERY))")); do

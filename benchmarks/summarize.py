@@ -2,6 +2,15 @@
 """Summarises a benchmarks/run.sh output folder: median req/s, p50, p99 per proxy, and Sluice's ratios."""
 import re, statistics, sys, pathlib, collections
 
+def reload_notes(t):
+    """For the reload schemes: the reloads made and the reloads the proxy reports applying."""
+    notes = collections.Counter()
+    reloads = re.search(r"reloads: sent (\d+), applied (\S+)", t)
+    if reloads:
+        notes["reloads made"] += int(reloads.group(1))
+        notes["reloads applied"] += int(reloads.group(2)) if reloads.group(2).isdigit() else 0
+    return notes
+
 def parse_h2load(path, t):
     """h2load prints req/s and counts; p50/p99 come from its per-request log (µs durations)."""
     rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", t)
@@ -19,6 +28,7 @@ def parse_h2load(path, t):
         return durations[min(len(durations) - 1, int(q * len(durations)))] if durations else None
     errs = sum(int(x) for x in non2xx.groups()) if non2xx else 0
     failed = collections.Counter({w: int(n) for n, w in zip(counts.groups(), ["failed", "errored", "timeout"])}) if counts else collections.Counter({"no summary": 1})
+    failed.update(reload_notes(t))
     return (float(rps.group(1)) if rps else 0.0, pct(0.50), pct(0.99), errs, failed)
 
 def parse(path):
@@ -43,10 +53,7 @@ def parse(path):
     if sock:
         for kind, n in re.findall(r"(\w+) (\d+)", sock.group(1)):
             notes[f"socket {kind}"] += int(n)
-    reloads = re.search(r"reloads: sent (\d+), applied (\S+)", t)
-    if reloads:
-        notes["reloads made"] += int(reloads.group(1))
-        notes["reloads applied"] += int(reloads.group(2)) if reloads.group(2).isdigit() else 0
+    notes.update(reload_notes(t))
     if not rps:
         notes["no result"] += 1
     return (float(rps.group(1)) if rps else 0.0, lat(50), lat(99), int(errors.group(1)) if errors else 0, notes)
