@@ -1260,21 +1260,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private var closeProgress: ClosingProgress? = nil
 
-    // MARK: - Idle memory
-
-    /// Between requests, buffers are kept to be written over by the next one; once the
-    /// connection has been idle this long they go, as HTTP/2's do, so that idle keep-alive
-    /// connections hold as little as possible.
-    private static let idleBuffersFor = TimeAmount.seconds(1)
-    private var buffersReleased = true
-
-    private func releaseBuffers() {
-        buffersReleased = true
-        requestHeadScratch = ByteBuffer()
-        output.releaseSpare()
-        if tls { context.triggerUserOutboundEvent(TLSReleaseBuffers(), promise: nil) }
-    }
-
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }
         let buffered = (try? ctx.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
@@ -1327,6 +1312,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             pendingRead = false
             context.read()
         }
+    }
+
+    // MARK: - Idle memory
+
+    /// Between requests, buffers are kept to be written over by the next one; once the
+    /// connection has been idle this long they go, as HTTP/2's do, so that idle keep-alive
+    /// connections hold as little as possible.
+    private static let idleBuffersFor = TimeAmount.seconds(1)
+    private var buffersReleased = true
+
+    private func releaseBuffers() {
+        buffersReleased = true
+        requestHeadScratch = ByteBuffer()
+        output.releaseSpare()
+        if tls { context.triggerUserOutboundEvent(TLSReleaseBuffers(), promise: nil) }
     }
 
     // MARK: - Timeouts
