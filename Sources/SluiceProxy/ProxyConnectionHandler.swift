@@ -300,9 +300,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var draining = false
     private var needsFlush = false
     private var needsUpstreamFlush = false
-    private var readPausedForUpstream = false
-    private var readPausedForPipeline = false
-    private var pendingRead = false
+    private var readGate = ReadGate()
     private var closeScheduled = false
     private var inProcess = false
     private var clientInputClosed = false
@@ -414,11 +412,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func read(context: ChannelHandlerContext) {
-        if readPausedForUpstream || readPausedForPipeline {
-            pendingRead = true
-        } else {
-            context.read()
-        }
+        if readGate.requestRead() { context.read() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -652,8 +646,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 }
             case .connecting, .requestComplete:
                 // Bytes here are the next (pipelined) request; they wait, within a bound.
-                if inbound.readableBytes > settings.maxBufferedPipelineBytes && !readPausedForPipeline {
-                    readPausedForPipeline = true
+                if inbound.readableBytes > settings.maxBufferedPipelineBytes {
+                    readGate.pauseForPipeline()
                 } else if inbound.readableBytes == 0 && inbound.capacity > 0 {
                     // Nothing waits: let go of the read's storage while the response comes. Held,
                     // it kept the TLS handler from writing over its plaintext buffer (one
@@ -1176,10 +1170,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         setPhase(.awaitingHead)
-        if readPausedForPipeline {
-            readPausedForPipeline = false
-            resumeReadingIfPossible()
-        }
+        if readGate.resumePipeline() { context.read() }
         // A client that half-closed is answered, then closed, once nothing of it is left.
         if inbound.readableBytes > 0 || clientInputClosed { process() }
         flushIfNeeded()
@@ -1228,10 +1219,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             inbound.moveReaderIndex(forwardBy: consumed)
         }
         setPhase(.awaitingHead)
-        if readPausedForPipeline {
-            readPausedForPipeline = false
-            resumeReadingIfPossible()
-        }
+        if readGate.resumePipeline() { context.read() }
         process()
         flushIfNeeded()
     }
@@ -1300,16 +1288,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     // MARK: - Backpressure
 
     private func updateReadPause(upstreamWritable: Bool) {
-        let pause = !upstreamWritable && (phase == .forwardingBody || phase == .tunnel)
-        if pause != readPausedForUpstream {
-            readPausedForUpstream = pause
-            if !pause { resumeReadingIfPossible() }
-        }
-    }
-
-    private func resumeReadingIfPossible() {
-        if pendingRead && !readPausedForUpstream && !readPausedForPipeline {
-            pendingRead = false
+        if readGate.upstream(writable: upstreamWritable, forwarding: phase == .forwardingBody || phase == .tunnel) {
             context.read()
         }
     }
