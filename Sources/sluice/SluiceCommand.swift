@@ -139,6 +139,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    /// Durations become timers and millisecond counts: `nan`, an infinity, a negative value or
+    /// more than a year is refused here with the flag's name (converting it later traps).
+    func validate() throws {
+        let year = 365.0 * 86_400
+        let seconds: [(flag: String, value: Double, zeroAllowed: Bool)] = [
+            ("drain-timeout", drainTimeout, true), ("head-timeout", headTimeout, true),
+            ("keepalive-timeout", keepaliveTimeout, true), ("client-body-timeout", clientBodyTimeout, true),
+            ("client-send-timeout", clientSendTimeout, true), ("upstream-connect-timeout", upstreamConnectTimeout, true),
+            ("upstream-read-timeout", upstreamReadTimeout, true), ("reload-debounce", reloadDebounce / 1000, true),
+            ("external-name-refresh", externalNameRefresh, false), ("tls-ticket-rotation", tlsTicketRotation, false),
+        ]
+        for d in seconds where !(d.value.isFinite && d.value <= year && (d.zeroAllowed ? d.value >= 0 : d.value > 0)) {
+            let unit = d.flag == "reload-debounce" ? "milliseconds" : "seconds"
+            throw ValidationError("--\(d.flag): not a duration (\(unit), \(d.zeroAllowed ? "0" : "more than 0") up to a year)")
+        }
+    }
+
     mutating func run() async throws {
         bootstrapLogging(level: Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "sluice")

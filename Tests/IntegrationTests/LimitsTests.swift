@@ -84,6 +84,18 @@ struct LimitsTests {
         _ = stalled
     }
 
+    /// A duration that is not one (a timer cannot hold it) stops the start with the flag's name,
+    /// where `nan` used to crash the process when it was converted.
+    @Test func durationFlagsThatAreNotDurationsAreRefusedByName() throws {
+        let base = ["serve", "--rules", emptyDirectory(), "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        for (flag, value) in [("--head-timeout", "nan"), ("--client-send-timeout", "-5"), ("--reload-debounce", "inf"),
+                              ("--tls-ticket-rotation", "0"), ("--keepalive-timeout", "1e30")] {
+            let r = try run(Paths.sluice, base + ["\(flag)=\(value)"], timeout: 20)
+            #expect(r.status == 64, "\(flag) \(value): exit \(r.status)")
+            #expect(r.stderr.contains("\(flag): not a duration"), "\(flag) \(value): \(r.stderr.prefix(300))")
+        }
+    }
+
     @Test func slowClientsAreClosedAtTheHeadTimeoutWithoutSlowingOthers() throws {
         let s = try Stack(proxyArguments: ["--head-timeout", "3"])
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
