@@ -282,9 +282,18 @@ public struct HTTP1Parser: Sendable {
         head.method = Self.classifyMethod(b, start, i)
         i += 1
         let targetStart = i
-        while i < end && table[Int(b[i])] & ByteClass.target != 0 { i += 1 }
+        i = SWAR.plainPrefix(b, i, end, SWAR.isPlainTarget)
+        var fragment = false
+        while i < end {
+            let c = b[i]
+            if table[Int(c)] & ByteClass.target == 0 { break }
+            // A fragment is never part of a request target (RFC 9112 §3.2).
+            if c == 0x23 { fragment = true }
+            i += 1
+        }
         if i == targetStart { return fail(.malformed, "Empty request target") }
         if i == end || b[i] != 0x20 { return fail(.malformed, "Invalid character in request target") }
+        if fragment { return fail(.malformed, "Fragment in request target") }
         head.target = targetStart..<i
         if let r = classifyTarget(b, targetStart, i) { return r }
         i += 1
@@ -371,8 +380,6 @@ public struct HTTP1Parser: Sendable {
     }
 
     mutating func classifyTarget(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> Event? {
-        // A fragment is never part of a request target (RFC 9112 §3.2).
-        for k in s..<e where b[k] == 0x23 { return fail(.malformed, "Fragment in request target") }
         if head.method == .connect {
             if let r = validateHost(b, s, e, what: "authority") { return r }
             head.targetForm = .authority
@@ -432,7 +439,7 @@ public struct HTTP1Parser: Sendable {
         i += 1
         while i < end && (b[i] == 0x20 || b[i] == 0x09) { i += 1 }
         let valueStart = i
-        var valueEnd = i
+        i = SWAR.plainPrefix(b, i, end, SWAR.isPlainFieldValue)
         while i < end {
             let c = b[i]
             if table[Int(c)] & ByteClass.fieldValue == 0 {
@@ -440,8 +447,10 @@ public struct HTTP1Parser: Sendable {
                 return fail(.malformed, "Invalid header value char")
             }
             i += 1
-            if c != 0x20 && c != 0x09 { valueEnd = i }
         }
+        // Trailing OWS is not part of the value.
+        var valueEnd = end
+        while valueEnd > valueStart && (b[valueEnd - 1] == 0x20 || b[valueEnd - 1] == 0x09) { valueEnd -= 1 }
         if isTrailer {
             // Trailers may not carry framing, routing or connection control (RFC 9110 §6.5.1).
             let known = Self.classifyField(b, start, nameEnd)
@@ -507,7 +516,7 @@ public struct HTTP1Parser: Sendable {
             let tokStart = i
             while i < e && table[Int(b[i])] & ByteClass.token != 0 { i += 1 }
             if i == tokStart { return fail(.malformed, "Invalid `Transfer-Encoding` header value") }
-            let isChunked = equalsLowercased(b, tokStart, i, "chunked")
+            let isChunked = tokenIs(b, tokStart, i, "chunked")
             if chunkedSeen && kind == .request {
                 // Anything after chunked (or chunked twice) makes a request's framing ambiguous.
                 return fail(.malformed, "Invalid `Transfer-Encoding` header value")
@@ -544,11 +553,11 @@ public struct HTTP1Parser: Sendable {
             while i < e && table[Int(b[i])] & ByteClass.token != 0 { i += 1 }
             let tokEnd = i
             if tokEnd > tokStart {
-                if equalsLowercased(b, tokStart, tokEnd, "close") {
+                if tokenIs(b, tokStart, tokEnd, "close") {
                     connectionClose = true
-                } else if equalsLowercased(b, tokStart, tokEnd, "keep-alive") {
+                } else if tokenIs(b, tokStart, tokEnd, "keep-alive") {
                     connectionKeepAlive = true
-                } else if equalsLowercased(b, tokStart, tokEnd, "upgrade") {
+                } else if tokenIs(b, tokStart, tokEnd, "upgrade") {
                     head.connectionUpgrade = true
                 } else {
                     head.connectionNamesOtherFields = true
@@ -564,31 +573,34 @@ public struct HTTP1Parser: Sendable {
         return nil
     }
 
+    /// `[s, e)` must be a field name already checked to be a token (see `sameToken`).
     static func classifyField(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> HTTP1KnownField {
+        guard let base = b.baseAddress else { return .other }
+        let p = base + s
         switch e - s {
-        case 2: if equalsLowercased(b, s, e, "te") { return .te }
-        case 4: if equalsLowercased(b, s, e, "host") { return .host }
-        case 6: if equalsLowercased(b, s, e, "expect") { return .expect }
+        case 2: if sameToken(p, "te") { return .te }
+        case 4: if sameToken(p, "host") { return .host }
+        case 6: if sameToken(p, "expect") { return .expect }
         case 7:
-            if equalsLowercased(b, s, e, "upgrade") { return .upgrade }
-            if equalsLowercased(b, s, e, "trailer") { return .trailer }
+            if sameToken(p, "upgrade") { return .upgrade }
+            if sameToken(p, "trailer") { return .trailer }
         case 9:
-            if equalsLowercased(b, s, e, "x-real-ip") { return .xRealIP }
-            if equalsLowercased(b, s, e, "forwarded") { return .forwarded }
+            if sameToken(p, "x-real-ip") { return .xRealIP }
+            if sameToken(p, "forwarded") { return .forwarded }
         case 10:
-            if equalsLowercased(b, s, e, "connection") { return .connection }
-            if equalsLowercased(b, s, e, "keep-alive") { return .keepAlive }
-        case 12: if equalsLowercased(b, s, e, "x-request-id") { return .xRequestID }
-        case 14: if equalsLowercased(b, s, e, "content-length") { return .contentLength }
+            if sameToken(p, "connection") { return .connection }
+            if sameToken(p, "keep-alive") { return .keepAlive }
+        case 12: if sameToken(p, "x-request-id") { return .xRequestID }
+        case 14: if sameToken(p, "content-length") { return .contentLength }
         case 15:
-            if equalsLowercased(b, s, e, "x-forwarded-for") { return .xForwardedFor }
+            if sameToken(p, "x-forwarded-for") { return .xForwardedFor }
         case 16:
-            if equalsLowercased(b, s, e, "x-forwarded-host") { return .xForwardedHost }
-            if equalsLowercased(b, s, e, "x-forwarded-port") { return .xForwardedPort }
-            if equalsLowercased(b, s, e, "proxy-connection") { return .proxyConnection }
+            if sameToken(p, "x-forwarded-host") { return .xForwardedHost }
+            if sameToken(p, "x-forwarded-port") { return .xForwardedPort }
+            if sameToken(p, "proxy-connection") { return .proxyConnection }
         case 17:
-            if equalsLowercased(b, s, e, "transfer-encoding") { return .transferEncoding }
-            if equalsLowercased(b, s, e, "x-forwarded-proto") { return .xForwardedProto }
+            if sameToken(p, "transfer-encoding") { return .transferEncoding }
+            if sameToken(p, "x-forwarded-proto") { return .xForwardedProto }
         default: break
         }
         return .other

@@ -6,6 +6,40 @@ public enum HTTP1Syntax {
     public static func hostProblem(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> StaticString? {
         if s == e { return "Empty Host" }
         let table = ByteClass.pointer
+        if b[s] != 0x5B {
+            // A name or an IPv4 address, then an optional port: the common case, in one pass
+            // that gives the same answers as the general scan below.
+            var k = s
+            while k < e {
+                let c = b[k]
+                if c == 0x3A { break }
+                if table[Int(c)] & ByteClass.host == 0 { return "Invalid character in Host" }
+                if c == 0x5B || c == 0x5D { return "Invalid Host" }
+                k += 1
+            }
+            if k == e { return nil }
+            let colon = k
+            k += 1
+            while k < e {
+                let c = b[k]
+                if table[Int(c)] & ByteClass.host == 0 { return "Invalid character in Host" }
+                if c == 0x5B || c == 0x5D || c == 0x3A { return "Invalid Host" }
+                if c < 0x30 || c > 0x39 { return "Invalid port in Host" }
+                k += 1
+            }
+            if colon == s { return "Empty Host" }
+            if e - colon - 1 > 5 { return "Invalid port in Host" }
+            return nil
+        }
+        return generalHostProblem(b, s, e)
+    }
+
+    /// Every form of Host, IP literals included; `hostProblem` answers the others itself, and a
+    /// test holds the two to the same answers.
+    @usableFromInline
+    static func generalHostProblem(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> StaticString? {
+        if s == e { return "Empty Host" }
+        let table = ByteClass.pointer
         var colon = -1
         var inLiteral = false
         for k in s..<e {

@@ -209,20 +209,67 @@ func bytesEqual(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
     }
 }
 
-/// Hash → entries with chaining, so that a lookup never builds a key object.
+/// Hash → entries with chaining, so that a lookup never builds a key object. An open table of
+/// chain heads indexed by the top bits of the hash: a Swift Dictionary keyed by the hash re-hashed
+/// it with SipHash on every lookup, about 100 instructions each, three or four times per request.
 struct HashIndex: Sendable {
-    private var heads: [UInt64: Int32] = [:]
+    /// Bucket → the newest entry whose hash falls in it, or -1. Empty until the first insert.
+    private var buckets: [Int32] = []
+    /// By entry: the next older entry of the same bucket, or -1.
     private var chain: [Int32] = []
+    /// By entry: its hash (entries of one bucket may have other hashes).
+    private var hashes: [UInt64] = []
+    /// Entries in the order they came, to rebuild the buckets when the table grows.
+    private var members: [Int32] = []
+    private var shift: UInt64 = 64
 
-    /// Registers entry `index` (entries are numbered densely from 0) under `hash`.
-    mutating func insert(_ hash: UInt64, _ index: Int32) {
-        while chain.count <= Int(index) { chain.append(-1) }
-        chain[Int(index)] = heads[hash] ?? -1
-        heads[hash] = index
+    private func bucket(_ hash: UInt64) -> Int {
+        // Fibonacci hashing: the top bits of the product depend on every bit of the hash.
+        Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> shift)
     }
 
-    func first(_ hash: UInt64) -> Int32 { heads[hash] ?? -1 }
-    func next(_ index: Int32) -> Int32 { chain[Int(index)] }
+    /// Registers entry `index` (entries are numbered from 0, not all in one index) under `hash`.
+    mutating func insert(_ hash: UInt64, _ index: Int32) {
+        let i = Int(index)
+        if chain.count <= i {
+            chain.append(contentsOf: repeatElement(-1, count: i + 1 - chain.count))
+            hashes.append(contentsOf: repeatElement(0, count: i + 1 - hashes.count))
+        }
+        hashes[i] = hash
+        members.append(index)
+        if members.count * 2 > buckets.count {
+            // At most half full, so chains stay short; rebuilt oldest first, so newest first again.
+            var capacity = 16
+            while capacity < members.count * 2 { capacity *= 2 }
+            buckets = Array(repeating: -1, count: capacity)
+            shift = UInt64(64 - capacity.trailingZeroBitCount)
+            for m in members { link(m) }
+        } else {
+            link(index)
+        }
+    }
+
+    private mutating func link(_ index: Int32) {
+        let b = bucket(hashes[Int(index)])
+        chain[Int(index)] = buckets[b]
+        buckets[b] = index
+    }
+
+    /// The newest entry registered under `hash`, or -1.
+    func first(_ hash: UInt64) -> Int32 {
+        guard !buckets.isEmpty else { return -1 }
+        var i = buckets[bucket(hash)]
+        while i >= 0 && hashes[Int(i)] != hash { i = chain[Int(i)] }
+        return i
+    }
+
+    /// The next older entry registered under the same hash as `index`, or -1.
+    func next(_ index: Int32) -> Int32 {
+        let hash = hashes[Int(index)]
+        var i = chain[Int(index)]
+        while i >= 0 && hashes[Int(i)] != hash { i = chain[Int(i)] }
+        return i
+    }
 }
 
 /// Prefix paths as a trie of `/`-separated segments, compared whole (so `/v1` never matches `/v11`).
