@@ -3,11 +3,11 @@ import CNGHTTP2
 /// A response field section being built for nghttp2: names and values in one byte array, turned
 /// into `nghttp2_nv` entries only for the call that submits them (nghttp2 copies them).
 public struct HTTP2HeaderBlock {
-    private var bytes: [UInt8] = []
+    private var bytes: PackedBytes
     private var entries: [(name: Range<Int>, value: Range<Int>)] = []
 
     public init(capacity: Int = 256) {
-        bytes.reserveCapacity(capacity)
+        bytes = PackedBytes(capacity: capacity)
         entries.reserveCapacity(12)
     }
 
@@ -15,7 +15,7 @@ public struct HTTP2HeaderBlock {
 
     /// Empties the block, keeping its capacity (a connection reuses one block per response).
     public mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
+        bytes.removeAll()
         entries.removeAll(keepingCapacity: true)
     }
 
@@ -23,11 +23,8 @@ public struct HTTP2HeaderBlock {
     public var capacity: Int { bytes.capacity }
 
     public mutating func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
-        let n0 = bytes.count
-        bytes.append(contentsOf: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-        let v0 = bytes.count
-        bytes.append(contentsOf: value)
-        entries.append((n0..<v0, v0..<bytes.count))
+        let n = bytes.append(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        entries.append((n, bytes.append(value)))
     }
 
     public mutating func add(_ name: StaticString, _ value: String) {
@@ -41,17 +38,14 @@ public struct HTTP2HeaderBlock {
 
     /// Adds a field whose name arrived in any case: HTTP/2 names are lower-case.
     public mutating func add(lowercasing name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
-        let n0 = bytes.count
-        for b in name { bytes.append(b >= 0x41 && b <= 0x5A ? b | 0x20 : b) }
-        let v0 = bytes.count
-        bytes.append(contentsOf: value)
-        entries.append((n0..<v0, v0..<bytes.count))
+        let n = bytes.append(lowercasing: name)
+        entries.append((n, bytes.append(value)))
     }
 
     func withNV<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
         // nghttp2 copies names and values (NGHTTP2_NV_FLAG_NONE) and never writes through them.
-        bytes.withUnsafeBufferPointer { b in
-            let base = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer<UInt8>(bitPattern: 1)!)
+        bytes.withUnsafeBytes { b in
+            let base = UnsafeMutablePointer(mutating: (b.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!).assumingMemoryBound(to: UInt8.self))
             // On the stack for the usual few dozen fields: no allocation per response.
             return withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(entries.count, 1)) { nv in
                 for (i, e) in entries.enumerated() {

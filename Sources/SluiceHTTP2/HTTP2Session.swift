@@ -50,7 +50,7 @@ public final class HTTP2Session {
     /// give the delegate a side table and put every retain of it on the slow path.
     public var delegate: HTTP2SessionDelegate?
     public let limits: HTTP2Limits
-    private var streams: [Int32: HTTP2Stream] = [:]
+    private var streams = StreamTable()
     /// The stream whose header block is being read. Its fields arrive one callback each, and a
     /// dictionary lookup (hash, retain, release) per field added up; `streams` owns it, and
     /// `streamClosed` forgets it before letting it go.
@@ -288,16 +288,49 @@ public final class HTTP2Session {
     /// a given nghttp2 version validates: lower-case token names, no CR/LF/NUL in values, no
     /// leading or trailing whitespace.
     static func isAcceptable(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Bool {
-        guard !name.isEmpty else { return false }
-        for (i, b) in name.enumerated() {
-            if b == UInt8(ascii: ":") && i == 0 { continue }
-            if b >= 0x41 && b <= 0x5A { return false }
-            if b <= 0x20 || b >= 0x7F || b == UInt8(ascii: ":") { return false }
+        guard let n = name.baseAddress, !name.isEmpty else { return false }
+        // A pseudo-field's leading ":" is the only one allowed.
+        var i = n.load(as: UInt8.self) == UInt8(ascii: ":") ? 1 : 0
+        // Eight bytes at a time while they are plain (visible ASCII, no upper case, no ":"); any
+        // other word, and the last few bytes, byte by byte.
+        while i + 8 <= name.count {
+            let w = n.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            let low7 = w & 0x7F7F_7F7F_7F7F_7F7F
+            let upper = (low7 &+ 0x3F3F_3F3F_3F3F_3F3F) & ~(low7 &+ 0x2525_2525_2525_2525)
+            if w & 0x8080_8080_8080_8080 != 0 || upper & 0x8080_8080_8080_8080 != 0 || Self.hasLess(w, 0x21)
+                || Self.hasByte(w, 0x7F) || Self.hasByte(w, 0x3A) { break }
+            i += 8
         }
-        for b in value where b == 0 || b == 0x0A || b == 0x0D { return false }
-        if let f = value.first, f == 0x20 || f == 0x09 { return false }
-        if let l = value.last, l == 0x20 || l == 0x09 { return false }
+        while i < name.count {
+            let b = n.load(fromByteOffset: i, as: UInt8.self)
+            if b <= 0x20 || b >= 0x7F || b == UInt8(ascii: ":") || (b >= 0x41 && b <= 0x5A) { return false }
+            i += 1
+        }
+        guard let v = value.baseAddress, !value.isEmpty else { return true }
+        let first = v.load(as: UInt8.self), last = v.load(fromByteOffset: value.count - 1, as: UInt8.self)
+        if first == 0x20 || first == 0x09 || last == 0x20 || last == 0x09 { return false }
+        // No NUL, LF or CR: a word with no byte below 0x0E has none.
+        var k = 0
+        while k + 8 <= value.count && !Self.hasLess(v.loadUnaligned(fromByteOffset: k, as: UInt64.self), 0x0E) { k += 8 }
+        while k < value.count {
+            let b = v.load(fromByteOffset: k, as: UInt8.self)
+            if b == 0 || b == 0x0A || b == 0x0D { return false }
+            k += 1
+        }
         return true
+    }
+
+    /// Whether any byte of `w` is below `n` (n ≤ 0x80); exact, as in SluiceHTTP1's word scans.
+    @inline(__always)
+    private static func hasLess(_ w: UInt64, _ n: UInt8) -> Bool {
+        (w &- 0x0101_0101_0101_0101 &* UInt64(n)) & ~w & 0x8080_8080_8080_8080 != 0
+    }
+
+    /// Whether any byte of `w` equals `c`.
+    @inline(__always)
+    private static func hasByte(_ w: UInt64, _ c: UInt8) -> Bool {
+        let x = w ^ (0x0101_0101_0101_0101 &* UInt64(c))
+        return (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080 != 0
     }
 
     fileprivate func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {

@@ -17,7 +17,7 @@ public final class HTTP2Stream {
     // MARK: Request
 
     /// Names and values back to back; `fields` and the pseudo-header ranges index into it.
-    public private(set) var headerBytes: [UInt8] = []
+    public private(set) var headerBytes: PackedBytes
     public private(set) var fields: [HTTP2Field] = []
     public private(set) var method: Range<Int>? = nil
     public private(set) var scheme: Range<Int>? = nil
@@ -77,7 +77,7 @@ public final class HTTP2Stream {
             fields = storage.fields
             pending = storage.pending
         } else {
-            headerBytes.reserveCapacity(512)
+            headerBytes = PackedBytes(capacity: 512)
             fields.reserveCapacity(16)
             pending = CircularBuffer(initialCapacity: 4)
         }
@@ -88,33 +88,30 @@ public final class HTTP2Stream {
     /// The growable buffers of a closed stream, emptied, for the next stream of the session: a
     /// stream is a fresh object every time (no state carries over), only capacity does.
     struct Storage {
-        var headerBytes: [UInt8]
+        var headerBytes: PackedBytes
         var fields: [HTTP2Field]
         var pending: CircularBuffer<ByteBuffer>
     }
 
     /// What a stream that gave its storage away holds (shared: creating one allocates).
     private static let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
+    private static let noHeaderBytes = PackedBytes(capacity: 0)
 
     /// Empties the buffers and hands them over (the stream must not be used afterwards).
     func takeStorage() -> Storage {
-        headerBytes.removeAll(keepingCapacity: true)
+        headerBytes.removeAll()
         fields.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)  // already empty when the session closed the stream
         let s = Storage(headerBytes: headerBytes, fields: fields, pending: pending)
-        headerBytes = []
+        headerBytes = Self.noHeaderBytes
         fields = []
         pending = Self.noPending
         return s
     }
 
     func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        let n0 = headerBytes.count
-        headerBytes.append(contentsOf: name)
-        let v0 = headerBytes.count
-        headerBytes.append(contentsOf: value)
-        let nameRange = n0..<v0
-        let valueRange = v0..<headerBytes.count
+        let nameRange = headerBytes.append(name)
+        let valueRange = headerBytes.append(value)
         if name.first == UInt8(ascii: ":") {
             // nghttp2 has checked that pseudo-fields come first, once each, and are known.
             switch name.count {

@@ -225,7 +225,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     /// `:authority`, or Host when the client sent none; both must agree (RFC 9113 §8.3.1).
-    private func resolveAuthority(_ bytes: [UInt8]) -> Range<Int>? {
+    private func resolveAuthority(_ bytes: PackedBytes) -> Range<Int>? {
         var host: Range<Int>? = nil
         var hosts = 0
         for f in stream.fields where stream.fieldNamed(f, "host") {
@@ -251,7 +251,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         return stream.authority ?? host
     }
 
-    private func requestFraming(_ bytes: [UInt8]) -> HTTP1BodyFraming {
+    private func requestFraming(_ bytes: PackedBytes) -> HTTP1BodyFraming {
         var declared: Int64? = nil
         for f in stream.fields where stream.fieldNamed(f, "content-length") {
             // nghttp2 has checked the value and will check it against the DATA received.

@@ -16,10 +16,12 @@ cd "$(dirname "$0")"
 N=${N:-10000}
 CASES=${CASES:-"parse-get parse-post parse-response route balance-roundRobin balance-leastRequest balance-ewma balance-consistentHash"}
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
-swift build -c release --product HotPathInstructions >/dev/null
+# The flags of the shipped binary (the Makefile's RELEASE_FLAGS) unless told otherwise.
+read -r -a flags <<<"${RELEASE_FLAGS--Xswiftc -enforce-exclusivity=unchecked}"
+swift build -c release --product HotPathInstructions "${flags[@]}" >/dev/null
 out=../out/instructions-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
-strip -g -o "$out/HotPathInstructions" "$(swift build -c release --show-bin-path)/HotPathInstructions"
+strip -g -o "$out/HotPathInstructions" "$(swift build -c release --show-bin-path "${flags[@]}")/HotPathInstructions"
 
 collected() {  # CASE ITERATIONS -> instructions inside `measured`
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$1.$2" --toggle-collect='*measured*' \
