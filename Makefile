@@ -17,7 +17,7 @@ LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(ab
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench bench-hotpath bench-instructions test-extended fuzz test-sanitizers soak
+.PHONY: run test build deps test-deps bench-deps certs clean bench bench-hotpath bench-instructions bench-callgrind test-extended fuzz test-sanitizers soak
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -94,6 +94,10 @@ bench-hotpath: deps
 # instruction, unlike time here); ANNOTATE=1 adds the costliest functions.
 bench-instructions: bench-deps
 	@RELEASE_FLAGS="$(RELEASE_FLAGS)" ./benchmarks/hotpath/instructions.sh
+
+# Instructions per proxied request in the whole proxy under callgrind (http, https, h2).
+bench-callgrind: bench-deps build
+	@./benchmarks/callgrind/run.sh
 
 clean:
 	rm -rf .build .build-fuzz* .build-asan .build-tsan .fuzz .run

@@ -3,6 +3,8 @@ import PackageDescription
 
 // The module graph follows DESIGN.md: data flows one way, nothing below calls up.
 // Hot-path modules are built with exclusivity checks off in release; see benchmarks/RESULTS.md.
+// The Makefile's release build turns them off in every module, swift-nio's included, where
+// callgrind found most of them (RESULTS.md, session 8).
 let hotPathSettings: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
 ]

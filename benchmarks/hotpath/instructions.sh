@@ -41,24 +41,9 @@ done | tee "$out/instructions.md"
 if [ -n "${ANNOTATE:-}" ]; then
   for c in $CASES; do
     echo
-    echo "## $c: instructions per operation by function (self cost, 2N run minus N run)"
-    python3 - "$out/callgrind.$c.$N" "$out/callgrind.$c.$((2 * N))" "$N" <<'PY' | (swift demangle --simplified 2>/dev/null || cat) | cut -c1-150
-import re, subprocess, sys
-def costs(path):
-    text = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True).stdout
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+(\S.*)$", line)
-        if m and "PROGRAM TOTALS" not in line:
-            name = re.sub(r"\s*\[[^\]]*\]$", "", m.group(2)).replace("???:", "")
-            out[name] = out.get(name, 0) + int(m.group(1).replace(",", ""))
-    return out
-a, b, n = costs(sys.argv[1]), costs(sys.argv[2]), int(sys.argv[3])
-rows = sorted(((b.get(k, 0) - a.get(k, 0)) / n, k) for k in set(a) | set(b))
-for per, name in reversed(rows[-15:]):
-    if per >= 0.5:
-        print(f"{per:8.1f}  {name}")
-PY
+    echo "## $c: instructions per operation by function (self cost)"
+    python3 ../callgrind/per-function.py "$out/callgrind.$c.$N" "$out/callgrind.$c.$((2 * N))" "$N" \
+      | (swift demangle --simplified 2>/dev/null || cat) | cut -c1-150
   done
 fi
 echo "(raw callgrind files in benchmarks/out/$(basename "$out"))"
