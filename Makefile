@@ -88,7 +88,7 @@ bench: bench-deps build
 	@python3 benchmarks/reload.py
 
 bench-hotpath: deps
-	$(SWIFT) package --package-path benchmarks/hotpath benchmark
+	$(SWIFT) package --package-path benchmarks/hotpath benchmark --no-progress
 
 # Instructions per operation of the same hot-path cases under callgrind (repeatable to the
 # instruction, unlike time here); ANNOTATE=1 adds the costliest functions.

@@ -17,7 +17,7 @@ let package = Package(
         .target(
             name: "HotPathCases",
             dependencies: [.product(name: "SluiceLibrary", package: "Sluice")],
-            path: "Benchmarks/HotPathCases"
+            path: "Sources/HotPathCases"
         ),
         .executableTarget(
             name: "HotPath",
@@ -33,7 +33,7 @@ let package = Package(
         .executableTarget(
             name: "HotPathInstructions",
             dependencies: ["HotPathCases", .product(name: "SluiceLibrary", package: "Sluice")],
-            path: "Benchmarks/HotPathInstructions"
+            path: "Sources/HotPathInstructions"
         ),
     ],
     swiftLanguageModes: [.v6]
