@@ -167,7 +167,14 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     private func process() {
-        while mode == .http, let delegate {
+        // Bound once, not on every turn: binding `self.delegate` in the loop's condition retained
+        // and released it for each event of a response (head, body, end).
+        guard var delegate else { return }
+        while mode == .http {
+            if self.delegate !== delegate {
+                guard let current = self.delegate else { return }
+                delegate = current
+            }
             let event = inbound.withUnsafeReadableBytes { parser.parse($0) }
             switch event {
             case .needMore(let consumed):
