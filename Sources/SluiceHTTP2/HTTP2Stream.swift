@@ -95,7 +95,6 @@ public final class HTTP2Stream {
 
     /// What a stream that gave its storage away holds (shared: creating one allocates).
     private static let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
-    private static let noHeaderBytes = PackedBytes(capacity: 0)
 
     /// Empties the buffers and hands them over (the stream must not be used afterwards).
     func takeStorage() -> Storage {
@@ -103,7 +102,7 @@ public final class HTTP2Stream {
         fields.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)  // already empty when the session closed the stream
         let s = Storage(headerBytes: headerBytes, fields: fields, pending: pending)
-        headerBytes = Self.noHeaderBytes
+        headerBytes = PackedBytes(capacity: 0)
         fields = []
         pending = Self.noPending
         return s

@@ -8,8 +8,9 @@ public struct PackedBytes: Sendable {
     /// Bytes in use, from the start.
     public private(set) var count = 0
 
+    /// Capacity 0 allocates nothing (the empty array is shared); the first append makes room.
     public init(capacity: Int) {
-        storage = Array(repeating: 0, count: max(capacity, 16))
+        storage = capacity > 0 ? Array(repeating: 0, count: max(capacity, 16)) : []
     }
 
     /// Bytes held without growing.
