@@ -295,10 +295,8 @@ public final class HTTP2Session {
         // other word, and the last few bytes, byte by byte.
         while i + 8 <= name.count {
             let w = n.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            let low7 = w & 0x7F7F_7F7F_7F7F_7F7F
-            let upper = (low7 &+ 0x3F3F_3F3F_3F3F_3F3F) & ~(low7 &+ 0x2525_2525_2525_2525)
-            if w & 0x8080_8080_8080_8080 != 0 || upper & 0x8080_8080_8080_8080 != 0 || Self.hasLess(w, 0x21)
-                || Self.hasByte(w, 0x7F) || Self.hasByte(w, 0x3A) { break }
+            if w & WordBytes.highs != 0 || WordBytes.upperCase(w) != 0 || WordBytes.hasLess(w, 0x21)
+                || WordBytes.hasByte(w, 0x7F) || WordBytes.hasByte(w, 0x3A) { break }
             i += 8
         }
         while i < name.count {
@@ -311,26 +309,13 @@ public final class HTTP2Session {
         if first == 0x20 || first == 0x09 || last == 0x20 || last == 0x09 { return false }
         // No NUL, LF or CR: a word with no byte below 0x0E has none.
         var k = 0
-        while k + 8 <= value.count && !Self.hasLess(v.loadUnaligned(fromByteOffset: k, as: UInt64.self), 0x0E) { k += 8 }
+        while k + 8 <= value.count && !WordBytes.hasLess(v.loadUnaligned(fromByteOffset: k, as: UInt64.self), 0x0E) { k += 8 }
         while k < value.count {
             let b = v.load(fromByteOffset: k, as: UInt8.self)
             if b == 0 || b == 0x0A || b == 0x0D { return false }
             k += 1
         }
         return true
-    }
-
-    /// Whether any byte of `w` is below `n` (n ≤ 0x80); exact, as in SluiceHTTP1's word scans.
-    @inline(__always)
-    private static func hasLess(_ w: UInt64, _ n: UInt8) -> Bool {
-        (w &- 0x0101_0101_0101_0101 &* UInt64(n)) & ~w & 0x8080_8080_8080_8080 != 0
-    }
-
-    /// Whether any byte of `w` equals `c`.
-    @inline(__always)
-    private static func hasByte(_ w: UInt64, _ c: UInt8) -> Bool {
-        let x = w ^ (0x0101_0101_0101_0101 &* UInt64(c))
-        return (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080 != 0
     }
 
     fileprivate func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {

@@ -42,14 +42,9 @@ public struct PackedBytes: Sendable {
                 let src = bytes.baseAddress!
                 let dst = p.baseAddress! + start
                 var i = 0
-                // Eight bytes at a time: the high bit of each byte of `upper` marks 'A'...'Z'.
                 while i + 8 <= n {
                     let w = src.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    let low7 = w & 0x7F7F_7F7F_7F7F_7F7F
-                    let atLeastA = low7 &+ 0x3F3F_3F3F_3F3F_3F3F  // 0x80 + byte - 'A'
-                    let pastZ = low7 &+ 0x2525_2525_2525_2525  // 0x80 + byte - ('Z' + 1)
-                    let upper = atLeastA & ~pastZ & ~w & 0x8080_8080_8080_8080
-                    dst.storeBytes(of: w | (upper >> 2), toByteOffset: i, as: UInt64.self)
+                    dst.storeBytes(of: w | (WordBytes.upperCase(w) >> 2), toByteOffset: i, as: UInt64.self)
                     i += 8
                 }
                 while i < n {
