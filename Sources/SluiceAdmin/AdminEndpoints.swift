@@ -123,7 +123,7 @@ struct AdminEndpoints: Sendable {
                 let s = i.flatMap { $0 < counters.endpoints.count ? counters.endpoints[$0] : nil }
                 let h = (try? Endpoint(parsing: a)).map { HealthRegistry.shared.health(service: name, endpoint: $0) }
                 return EndpointJSON(address: a, ready: true, healthy: h?.isActiveHealthy ?? true, ejected: h?.isEjected(now: now) ?? false,
-                                    ejections: h?.ejections.load(ordering: .relaxed) ?? 0, inFlight: h?.inFlight.load(ordering: .relaxed) ?? 0,
+                                    ejections: h?.ejections.load(ordering: .relaxed) ?? 0, inFlight: h?.inFlight.total ?? 0,
                                     requests: s?.requests ?? 0, failures: s?.failures ?? 0)
             }
             let v = perService[name] ?? [0, 0, 0, 0, 0]

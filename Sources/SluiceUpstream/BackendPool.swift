@@ -137,7 +137,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
             } else if !panic && !health[i].isAvailable(now: now) {
                 return false
             }
-            if limit != Int.max && healthRefs[i]._withUnsafeGuaranteedRef({ $0.inFlight.load(ordering: .relaxed) }) >= limit {
+            if limit != Int.max && healthRefs[i]._withUnsafeGuaranteedRef({ $0.inFlight.total }) >= limit {
                 full += 1
                 return false
             }
@@ -214,7 +214,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     /// A request goes to endpoint `i`.
     public func begin(loop: Int, _ i: Int) {
         state(loop).inFlight[i] += 1
-        healthRefs[i]._withUnsafeGuaranteedRef { _ = $0.inFlight.wrappingAdd(1, ordering: .relaxed) }
+        healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(1, loop: loop) }
     }
 
     /// The attempt at endpoint `i` ended. Returns true when it got the endpoint ejected.
@@ -222,7 +222,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     public func end(loop: Int, _ i: Int, outcome: AttemptOutcome, latencyNanos: Int64, now: Int64) -> Bool {
         let s = state(loop)
         s.inFlight[i] = max(0, s.inFlight[i] - 1)
-        healthRefs[i]._withUnsafeGuaranteedRef { _ = $0.inFlight.wrappingSubtract(1, ordering: .relaxed) }
+        healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(-1, loop: loop) }
         if policy.balance == .ewma, outcome == .success || outcome == .serverError {
             // Peak EWMA (decay time 10 s): a slower sample replaces the average at once.
             let last = s.ewmaStamp[i]

@@ -17,8 +17,8 @@ public final class EndpointHealth: Sendable {
     public let ejections = Atomic<Int>(0)
     let consecutiveGatewayFailures = Atomic<Int>(0)
     let consecutive5xx = Atomic<Int>(0)
-    /// Requests in flight to the endpoint, over all event loops.
-    public let inFlight = Atomic<Int>(0)
+    /// Requests in flight to the endpoint, over all event loops (`total`).
+    public let inFlight = LoopCounter()
 
     init(service: String, endpoint: Endpoint) {
         self.service = service

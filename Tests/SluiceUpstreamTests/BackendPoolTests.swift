@@ -165,4 +165,46 @@ import Testing
         p.end(loop: 0, 1, outcome: .success, latencyNanos: 0, now: 1)
         #expect(p.choose(loop: 0, now: 1) == .endpoint(1))
     }
+
+    /// The limit is per endpoint over all event loops, though each loop counts on its own line.
+    @Test func circuitCountsEveryLoop() {
+        var policy = PoolPolicy()
+        policy.maxConnectionsPerEndpoint = 3
+        let p = Self.pool(1, policy: policy)
+        p.begin(loop: 0, 0)
+        p.begin(loop: 1, 0)
+        p.begin(loop: 65, 0)  // shares a slot with loop 1
+        #expect(p.health[0].inFlight.total == 3)
+        guard case .unavailable = p.choose(loop: 2, now: 1) else {
+            Issue.record("expected the circuit to be open for a third loop")
+            return
+        }
+        p.end(loop: 65, 0, outcome: .success, latencyNanos: 0, now: 1)
+        #expect(p.health[0].inFlight.total == 2)
+        #expect(p.choose(loop: 2, now: 1) == .endpoint(0))
+    }
+}
+
+@Suite struct LoopCounterTests {
+    @Test func sumsTheSlotsInUse() {
+        let c = LoopCounter()
+        #expect(c.total == 0)
+        c.add(5, loop: 3)
+        c.add(-2, loop: 0)
+        c.add(1, loop: 3 + LoopCounter.slots)
+        #expect(c.total == 4)
+    }
+
+    /// Threads adding to their own slots and to a shared one: the total is exact.
+    @Test func concurrentAddsAreExact() async {
+        let c = LoopCounter()
+        await withTaskGroup(of: Void.self) { group in
+            for t in 0..<4 {
+                group.addTask {
+                    for k in 0..<20_000 { c.add(k % 2 == 0 ? 2 : -1, loop: t % 3) }
+                }
+            }
+        }
+        #expect(c.total == 4 * 10_000)
+    }
 }
