@@ -109,11 +109,13 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         guard let authority = resolveAuthority(bytes) else { return }
         let path = stream.path!
 
-        let snapshot = loop.config.snapshot
+        let held = loop.snapshot
         let policy = bytes.withUnsafeBytes { p in
-            loop.hostPolicy(snapshot, tls: connection.tls, sni: connection.sniCertificate,
-                            host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path]),
-                            memo: &connection.hostPolicyMemo)
+            held.read { snapshot in
+                loop.hostPolicy(snapshot, tls: connection.tls, sni: connection.sniCertificate,
+                                host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path]),
+                                memo: &connection.hostPolicyMemo)
+            }
         }
         switch policy {
         case .proceed(let line):
@@ -126,9 +128,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             return
         }
         let decision = bytes.withUnsafeBytes { p in
-            loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path]))
+            held.read { loop.route($0, host: UnsafeRawBufferPointer(rebasing: p[authority]), target: UnsafeRawBufferPointer(rebasing: p[path])) }
         }
-        let pool: BackendPool
+        let pool: Unmanaged<BackendPool>
         switch decision {
         case .forward(let p, let stat)?:
             pool = p
@@ -144,7 +146,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             respondLocal(status: 400, detail: "the path climbs above the root or is too long")
             return
         }
-        let poolPolicy = pool.policy
+        let poolPolicy = pool._withUnsafeGuaranteedRef { $0.policy }
         var hashKey: UInt64 = 0
         var affinityPreferred: Int? = nil
         if poolPolicy.balance == .consistentHash || poolPolicy.affinityCookie != nil {
@@ -154,11 +156,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
                 }
                 hashKey = RequestKeys.hash(poolPolicy, clientIP: connection.client.ip, fields: fields)
                 if let name = poolPolicy.affinityCookie {
-                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool, cookieValue: v) }
+                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool.takeUnretainedValue(), cookieValue: v) }
                 }
             }
         }
-        bodyLimit = pool.policy.maxBodySize ?? loop.settings.maxBodySize
+        bodyLimit = poolPolicy.maxBodySize ?? loop.settings.maxBodySize
         framing = requestFraming(bytes)
         expectsContinue = !requestDone && stream.fields.contains { f in
             stream.fieldNamed(f, "expect") && bytes[f.value].elementsEqual("100-continue".utf8) { ($0 | 0x20) == $1 }
@@ -172,7 +174,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
                                         framing: framing, ids: &connection.loop.ids)
         if logFields?.requestID.isEmpty == true { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
         requestHead = out
-        tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
+        tries.begin(pool, of: held, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
 
@@ -186,22 +188,24 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     // MARK: - Attempts (the choices are `UpstreamAttempts`', shared with ProxyConnectionHandler)
 
     private func startAttempt() {
-        guard let pool else { return }
+        guard tries.hasPool else { return }
         switch tries.next(loop: loop) {
         case .unavailable(let why):
             if let lastFailure = tries.lastFailure { respondUpstreamFailure(lastFailure) } else { respondLocal(status: 503, detail: why) }
         case .endpoint(let i):
-            let chosen = pool.endpoints[i]
             endpointIndex = i
-            if loop.accessLog != nil { record.endpoint = chosen }  // only the access log reads it
-            record.endpointID = pool.endpointIDs[i]
+            let idle = tries.withPool { pool in
+                if loop.accessLog != nil { record.endpoint = pool.endpoints[i] }  // only the access log reads it
+                record.endpointID = pool.endpointIDs[i]
+                return pool.withEndpoint(i) { loop.upstreams.acquire($0) }
+            } ?? nil
             setCookie = tries.affinityCookie
-            if let conn = loop.upstreams.acquire(chosen) {
-                attach(conn, reused: true)
+            if let idle {
+                attach(idle, reused: true)
             } else if let open = tries.waitForConnection(loop: loop) {
                 respondLocal(status: 503, detail: open)
-            } else {
-                connect(to: chosen)
+            } else if let pool {
+                connect(to: pool.endpoints[i])
             }
         }
     }
@@ -273,7 +277,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         state = .connecting
         deadlines.enter(.connecting, at: loop.now)
         let attempt = tries.count
-        loop.upstreams.connect(endpoint, timeout: pool?.policy.connectTimeout).assumeIsolated().whenComplete { result in
+        loop.upstreams.connect(endpoint, timeout: tries.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
                 guard self.state == .connecting, self.tries.count == attempt else {
@@ -602,8 +606,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         guard state != .done else { return }
         let limits = ExchangeDeadlines.Limits(
             head: loop.settings.headTimeout, keepAlive: loop.settings.keepAliveTimeout, clientBody: loop.settings.clientBodyTimeout,
-            upstreamRead: pool?.policy.readTimeout ?? loop.settings.upstreamReadTimeout,
-            upstreamSend: pool?.policy.sendTimeout ?? loop.settings.upstreamReadTimeout)
+            upstreamRead: tries.readTimeout ?? loop.settings.upstreamReadTimeout,
+            upstreamSend: tries.sendTimeout ?? loop.settings.upstreamReadTimeout)
         switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
         case nil, .idleConnection?, .head?:
             return  // the connection's own timeouts are HTTP2ProxyConnection's

@@ -35,8 +35,21 @@ final class EventLoopContext: @unchecked Sendable {
             eventLoop: eventLoop, connectTimeout: settings.upstreamConnectTimeout,
             idleTimeout: settings.upstreamIdleTimeout, responseLimits: settings.responseLimits)
         self.registry = ConnectionRegistry(eventLoop: eventLoop)
+        let version = config.version
+        self.held = LoopSnapshot(config.snapshot, version: version)
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 8)
         self.accessLog = settings.accessLog.map { AccessLogBuffer(writer: $0) }
+    }
+
+    // MARK: Configuration
+
+    private var held: LoopSnapshot
+
+    /// The current configuration, as this loop holds it: loaded again only after a reload.
+    var snapshot: LoopSnapshot {
+        let version = config.version
+        if version != held.version { held = LoopSnapshot(config.snapshot, version: version) }
+        return held
     }
 
     // MARK: Time
@@ -715,18 +728,19 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             respondLocal(status: 400, detail: "asterisk-form target is not proxied", close: requestFraming != .none)
             return
         }
-        let snapshot = loop.config.snapshot
-        if let status = checkTLSPolicy(snapshot, head: head, headLength: headLength) {
+        let held = loop.snapshot
+        if let status = held.read({ checkTLSPolicy($0, head: head, headLength: headLength) }) {
             _ = status
             return
         }
         let decision = inbound.withUnsafeReadableBytes { p -> ConfigSnapshot.Decision? in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             let target = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
-            return loop.route(snapshot, host: UnsafeRawBufferPointer(rebasing: p[hostRange]),
-                              target: UnsafeRawBufferPointer(rebasing: p[target]))
+            return held.read {
+                loop.route($0, host: UnsafeRawBufferPointer(rebasing: p[hostRange]), target: UnsafeRawBufferPointer(rebasing: p[target]))
+            }
         }
-        let pool: BackendPool
+        let pool: Unmanaged<BackendPool>
         switch decision {
         case .forward(let p, let stat)?:
             pool = p
@@ -745,7 +759,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             respondLocal(status: 400, detail: "the path climbs above the root or is too long", close: true)
             return
         }
-        let policy = pool.policy
+        let policy = pool._withUnsafeGuaranteedRef { $0.policy }
         bodyLimit = policy.maxBodySize ?? settings.maxBodySize
         if let limit = bodyLimit, case .contentLength(let n) = requestFraming, n > limit {
             inbound.moveReaderIndex(forwardBy: headLength)
@@ -762,7 +776,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 }
                 hashKey = RequestKeys.hash(policy, clientIP: client.ip, fields: fields)
                 if let name = policy.affinityCookie {
-                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool, cookieValue: v) }
+                    if let v = RequestKeys.cookie(name, in: fields) { affinityPreferred = RequestKeys.affinityTarget(pool: pool.takeUnretainedValue(), cookieValue: v) }
                 }
             }
         }
@@ -783,7 +797,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         requestHead = out
         out.keep(in: &requestHeadScratch)
         endpointIndex = -1
-        tries.begin(pool, hash: hashKey, preferred: affinityPreferred, loop: loop)
+        tries.begin(pool, of: held, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
     }
 
@@ -791,7 +805,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// Chooses an endpoint (skipping those already tried) and sends the request to it.
     private func startAttempt() {
-        guard let pool = backend else { return }
+        guard tries.hasPool else { return }
         switch tries.next(loop: loop) {
         case .unavailable(let why):
             if let lastFailure = tries.lastFailure {
@@ -800,17 +814,19 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 respondLocal(status: 503, detail: why, close: requestFraming != .none)
             }
         case .endpoint(let i):
-            let chosen = pool.endpoints[i]
             endpointIndex = i
-            if logging { record.endpoint = chosen }  // only the access log reads it
-            record.endpointID = pool.endpointIDs[i]
+            let idle = tries.withPool { pool in
+                if logging { record.endpoint = pool.endpoints[i] }  // only the access log reads it
+                record.endpointID = pool.endpointIDs[i]
+                return pool.withEndpoint(i) { loop.upstreams.acquire($0) }
+            } ?? nil
             extraResponseLines = tries.affinityCookie.map { Array("set-cookie: \($0)\r\n".utf8) }
-            if let conn = loop.upstreams.acquire(chosen) {
-                attach(conn, reused: true)
+            if let idle {
+                attach(idle, reused: true)
             } else if let open = tries.waitForConnection(loop: loop) {
                 respondLocal(status: 503, detail: open, close: requestFraming != .none)
-            } else {
-                connect(to: chosen)
+            } else if let pool = backend {
+                connect(to: pool.endpoints[i])
             }
         }
     }
@@ -866,7 +882,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         setPhase(.connecting)
         let id = exchangeID
         let attempt = tries.count
-        loop.upstreams.connect(endpoint, timeout: backend?.policy.connectTimeout).assumeIsolated().whenComplete { result in
+        loop.upstreams.connect(endpoint, timeout: tries.connectTimeout).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let conn):
                 guard self.phase == .connecting, self.exchangeID == id, self.tries.count == attempt else {
@@ -1322,7 +1338,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         let limits = ExchangeDeadlines.Limits(
             head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,
-            upstreamRead: readTimeout, upstreamSend: backend?.policy.sendTimeout ?? settings.upstreamReadTimeout)
+            upstreamRead: readTimeout, upstreamSend: tries.sendTimeout ?? settings.upstreamReadTimeout)
         switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
         case nil:
             break
@@ -1341,7 +1357,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    private var readTimeout: TimeAmount { backend?.policy.readTimeout ?? settings.upstreamReadTimeout }
+    private var readTimeout: TimeAmount { tries.readTimeout ?? settings.upstreamReadTimeout }
 
     private func upstreamTimedOut() {
         guard let conn = upstream else { return }

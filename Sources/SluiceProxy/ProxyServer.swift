@@ -184,10 +184,17 @@ public final class ProxyServer: Sendable {
         healthChecker.reconcile(wanted)
     }
 
-    /// Closes idle upstream connections to endpoints the current configuration no longer uses.
+    /// After a reload: each loop takes the new snapshot now (dropping its hold on the old one
+    /// rather than at its next request), and closes idle upstream connections to endpoints the
+    /// configuration no longer uses.
     public func pruneUpstreams() {
         let keep = config.snapshot.endpoints
-        for l in loops { l.eventLoop.execute { l.upstreams.closeIdle(notIn: keep) } }
+        for l in loops {
+            l.eventLoop.execute {
+                _ = l.snapshot
+                l.upstreams.closeIdle(notIn: keep)
+            }
+        }
     }
 }
 

@@ -6,7 +6,11 @@ import SluiceUpstream
 /// and the HTTP/2 exchange share it; what each does with a choice (write, connect, answer) stays
 /// theirs. Everything happens on the request's event loop.
 struct UpstreamAttempts {
-    private(set) var pool: BackendPool? = nil
+    /// The request's pool, unretained: `holder` keeps it alive. Every loop shares a pool, and a
+    /// retain and a release of it per request moved its cache line between the cores.
+    private var poolRef: Unmanaged<BackendPool>? = nil
+    /// The snapshot the request was routed by (it owns the pool).
+    private var holder: LoopSnapshot? = nil
     /// The endpoint of the attempt in progress (position in `pool`), or -1.
     private(set) var index = -1
     /// Attempts made so far (a late connect callback compares it with its own).
@@ -22,9 +26,10 @@ struct UpstreamAttempts {
 
     /// A request goes to `pool`: `hash` is its consistent-hash key, `preferred` the endpoint its
     /// affinity cookie names.
-    mutating func begin(_ pool: BackendPool, hash: UInt64, preferred: Int?, loop: EventLoopContext) {
+    mutating func begin(_ pool: Unmanaged<BackendPool>, of snapshot: LoopSnapshot, hash: UInt64, preferred: Int?, loop: EventLoopContext) {
         self = UpstreamAttempts()
-        self.pool = pool
+        self.poolRef = pool
+        self.holder = snapshot
         self.hash = hash
         self.preferred = preferred
         loop.liveRequests += 1
@@ -32,23 +37,43 @@ struct UpstreamAttempts {
 
     /// Chooses an endpoint, skipping those already tried; with `.endpoint` an attempt is open.
     mutating func next(loop: EventLoopContext) -> BackendPool.Choice {
-        guard let pool else { return .unavailable("no backend") }
-        let choice = loop.choose(pool, hash: hash, preferred: preferred, excluding: tried)
+        guard let poolRef else { return .unavailable("no backend") }
+        let choice = poolRef._withUnsafeGuaranteedRef { loop.choose($0, hash: hash, preferred: preferred, excluding: tried) }
         if case .endpoint(let i) = choice {
             index = i
             if i < 64 { tried |= 1 << UInt64(i) }
             count += 1
             started = loop.now
-            pool.begin(loop: loop.index, i)
+            poolRef._withUnsafeGuaranteedRef { $0.begin(loop: loop.index, i) }
         }
         return choice
     }
 
+    /// Runs `body` with the request's pool, unretained; nil when the request has none.
+    @inline(__always)
+    func withPool<T>(_ body: (BackendPool) throws -> T) rethrows -> T? {
+        guard let poolRef else { return nil }
+        return try poolRef._withUnsafeGuaranteedRef(body)
+    }
+
+    /// The pool, retained: for the paths that do not run on every request.
+    var pool: BackendPool? { poolRef?.takeUnretainedValue() }
+
+    var hasPool: Bool { poolRef != nil }
+
+    /// The pool's timeouts (nil: the proxy's defaults apply). Read by the periodic timeout check.
+    var connectTimeout: TimeAmount? { withPool { $0.policy.connectTimeout } ?? nil }
+    var readTimeout: TimeAmount? { withPool { $0.policy.readTimeout } ?? nil }
+    var sendTimeout: TimeAmount? { withPool { $0.policy.sendTimeout } ?? nil }
+
     /// The `set-cookie` value that pins the client to the chosen endpoint, when the policy asks
     /// for affinity and the request did not already carry it.
     var affinityCookie: String? {
-        guard let pool, let name = pool.policy.affinityCookie, index >= 0, preferred != index else { return nil }
-        return "\(name)=\(RequestKeys.affinityValue(pool: pool, index: index)); Path=/; HttpOnly; SameSite=Lax"
+        guard index >= 0, preferred != index else { return nil }
+        return withPool { pool -> String? in
+            guard let name = pool.policy.affinityCookie else { return nil }
+            return "\(name)=\(RequestKeys.affinityValue(pool: pool, index: index)); Path=/; HttpOnly; SameSite=Lax"
+        } ?? nil
     }
 
     /// A new upstream connection is needed: nil, or why the circuit is open (the attempt is then
@@ -75,9 +100,9 @@ struct UpstreamAttempts {
 
     /// The attempt in progress ended: feeds load balancing and outlier detection.
     mutating func end(_ outcome: AttemptOutcome, loop: EventLoopContext) {
-        guard index >= 0, let pool else { return }
+        guard index >= 0, let poolRef else { return }
         connected()
-        loop.endAttempt(pool, index, outcome: outcome, started: started)
+        poolRef._withUnsafeGuaranteedRef { loop.endAttempt($0, index, outcome: outcome, started: started) }
         index = -1
     }
 
@@ -113,8 +138,9 @@ struct UpstreamAttempts {
     /// The request is over: release what it held on the loop.
     mutating func close(loop: EventLoopContext) {
         end(.abandoned, loop: loop)
-        if pool != nil {
-            pool = nil
+        if poolRef != nil {
+            poolRef = nil
+            holder = nil
             loop.liveRequests -= 1
         }
         if countedAsRetry {

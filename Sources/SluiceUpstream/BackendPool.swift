@@ -53,6 +53,13 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
 
     public var description: String { "\(name) → \(endpoints.map(\.description).joined(separator: ", "))" }
 
+    /// Runs `body` with endpoint `i` borrowed from the list: a copy would retain the endpoint's
+    /// address box, which every event loop shares.
+    @inline(__always)
+    public func withEndpoint<T>(_ i: Int, _ body: (borrowing Endpoint) throws -> T) rethrows -> T {
+        try endpoints.withUnsafeBufferPointer { try body($0[i]) }
+    }
+
     // MARK: - Per-loop state
 
     final class LoopState {
