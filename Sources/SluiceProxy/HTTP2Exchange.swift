@@ -26,6 +26,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     private let connection: HTTP2ProxyConnection
     private let loop: EventLoopContext
     private let stream: HTTP2Stream
+    /// Position in the connection's list of open exchanges (-1: not in it).
+    var slot = -1
     private var state = State.connecting
     private var isHead = false
     private var idempotent = false

@@ -16,7 +16,28 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     /// weak references would put every retain of both objects on the side-table slow path.
     private(set) var handler: HTTP2ServerHandler?
     private(set) var context: ChannelHandlerContext?
-    private var exchanges: [Int32: HTTP2Exchange] = [:]
+    /// Open exchanges, in no order. Each knows its position (`HTTP2Exchange.slot`), so adding
+    /// and removing one hashes nothing: a dictionary by stream id cost two SipHash passes and a
+    /// few hundred instructions per stream.
+    private var exchanges: [HTTP2Exchange] = []
+
+    private func add(_ ex: HTTP2Exchange) {
+        ex.slot = exchanges.count
+        exchanges.append(ex)
+    }
+
+    /// Removes `ex`; false when it was not open here.
+    private func remove(_ ex: HTTP2Exchange) -> Bool {
+        let i = ex.slot
+        guard i >= 0, i < exchanges.count, exchanges[i] === ex else { return false }
+        let last = exchanges.removeLast()
+        if i < exchanges.count {
+            exchanges[i] = last
+            last.slot = i
+        }
+        ex.slot = -1
+        return true
+    }
     /// Exchanges that wrote to their upstream during the current read from the client.
     private var upstreamsToFlush: [HTTP2Exchange] = []
     private var lastActivity = NIODeadline.now()
@@ -93,9 +114,12 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     func http2ConnectionClosed() {
         closed = true
         loop.registry.remove(self)
-        let open = exchanges.values
-        exchanges = [:]
-        for ex in open { ex.abandon() }
+        let open = exchanges
+        exchanges = []
+        for ex in open {
+            ex.slot = -1
+            ex.abandon()
+        }
         // The context holds the session handler, which holds this connection as its delegate.
         context = nil
         handler = nil
@@ -107,7 +131,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         loop.during(receiveTime) {
             let ex = HTTP2Exchange(connection: self, stream: stream)
             stream.context = ex
-            exchanges[stream.id] = ex
+            add(ex)
             ex.start(endStream: endStream)
         }
     }
@@ -134,7 +158,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     }
 
     func http2StreamClosed(_ stream: HTTP2Stream, errorCode: UInt32) {
-        guard let ex = exchanges.removeValue(forKey: stream.id) else { return }
+        guard let ex = exchange(stream), remove(ex) else { return }
         ex.streamClosed(errorCode: errorCode)
     }
 
@@ -196,7 +220,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
             }
             return
         }
-        for ex in Array(exchanges.values) { ex.checkTimeouts(now: now) }
+        for ex in exchanges { ex.checkTimeouts(now: now) }  // a copy: a check may end an exchange
         produceOutput()
     }
 }
