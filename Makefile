@@ -11,13 +11,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the build, the demo and the tests need from apt.
 APT_BUILD := libssl-dev libnghttp2-dev pkg-config openssl
 APT_TEST := curl python3 wrk nghttp2-client python3-h2 chromium
-APT_BENCH := wrk nginx-light haproxy nghttp2-client valgrind
+APT_BENCH := wrk nginx-light haproxy nghttp2-client valgrind linux-perf
 # The shared llhttp corpus: beside the checkout, or where this workplace keeps it.
 LLHTTP_CORPUS ?= $(firstword $(wildcard $(abspath ../shared/corpora/llhttp) $(abspath ../../shared/corpora/llhttp) /work/shared/corpora/llhttp) $(abspath ../shared/corpora/llhttp))
 HTTP ?= 127.0.0.1:8080
 HTTPS ?= 127.0.0.1:8443
 
-.PHONY: run test build deps test-deps bench-deps certs clean bench bench-hotpath bench-instructions bench-callgrind test-extended fuzz test-sanitizers soak
+.PHONY: run test build deps test-deps bench-deps certs clean bench bench-hotpath bench-instructions bench-callgrind bench-perf test-extended fuzz test-sanitizers soak
 
 # Installs whatever of the listed apt packages is missing (nothing when all are present).
 define apt_install
@@ -98,6 +98,11 @@ bench-instructions: bench-deps
 # Instructions per proxied request in the whole proxy under callgrind (http, https, h2).
 bench-callgrind: bench-deps build
 	@./benchmarks/callgrind/run.sh
+
+# User time per proxied request by function, sampled by perf under load (SCENARIO, WORKERS;
+# BASE=other-binary compares two, alternated).
+bench-perf: bench-deps build
+	@./benchmarks/perf/profile.sh
 
 clean:
 	rm -rf .build .build-fuzz* .build-asan .build-tsan .fuzz .run

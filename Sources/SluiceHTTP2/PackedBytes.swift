@@ -4,7 +4,7 @@
 /// instructions per call for the 10–20-byte names and values of a request or response head
 /// (callgrind, benchmarks/RESULTS.md, session 8).
 public struct PackedBytes: Sendable {
-    private var storage: [UInt8]
+    @usableFromInline var storage: [UInt8]
     /// Bytes in use, from the start.
     public private(set) var count = 0
 
@@ -66,7 +66,9 @@ public struct PackedBytes: Sendable {
         return count
     }
 
-    /// The bytes in use.
+    /// The bytes in use. Inlinable: called from SluiceProxy several times per stream, and
+    /// unspecialised it went through the generic `Array.withUnsafeBytes` of the standard library.
+    @inlinable
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try storage.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
     }

@@ -54,8 +54,9 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     public var description: String { "\(name) → \(endpoints.map(\.description).joined(separator: ", "))" }
 
     /// Runs `body` with endpoint `i` borrowed from the list: a copy would retain the endpoint's
-    /// address box, which every event loop shares.
-    @inline(__always)
+    /// address box, which every event loop shares. Inlinable, so that callers in other modules
+    /// get it specialised (generic, it cost a closure context and a call per request).
+    @inlinable
     public func withEndpoint<T>(_ i: Int, _ body: (borrowing Endpoint) throws -> T) rethrows -> T {
         try endpoints.withUnsafeBufferPointer { try body($0[i]) }
     }
