@@ -199,7 +199,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             let idle = tries.withPool { pool in
                 if loop.accessLog != nil { record.endpoint = pool.endpoints[i] }  // only the access log reads it
                 record.endpointID = pool.endpointIDs[i]
-                return pool.withEndpoint(i) { loop.upstreams.acquire($0) }
+                return loop.upstreams.acquire(from: pool, i)
             } ?? nil
             setCookie = tries.affinityCookie
             if let idle {

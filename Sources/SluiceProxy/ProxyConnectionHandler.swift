@@ -818,7 +818,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             let idle = tries.withPool { pool in
                 if logging { record.endpoint = pool.endpoints[i] }  // only the access log reads it
                 record.endpointID = pool.endpointIDs[i]
-                return pool.withEndpoint(i) { loop.upstreams.acquire($0) }
+                return loop.upstreams.acquire(from: pool, i)
             } ?? nil
             extraResponseLines = tries.affinityCookie.map { Array("set-cookie: \($0)\r\n".utf8) }
             if let idle {

@@ -12,6 +12,8 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     // @unchecked: the loop slots are written only by their own event loop (see `state(_:)`).
     public let name: String
     public let endpoints: [Endpoint]
+    /// The endpoints' keys, by position: comparing keys copies no endpoint.
+    public let endpointKeys: [Endpoint.Key]
     /// Numbers the application gave the endpoints (for per-endpoint counters), by position.
     public let endpointIDs: [Int32]
     public let health: [EndpointHealth]
@@ -33,6 +35,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
                 weights: [Int]? = nil, health: [EndpointHealth]? = nil) {
         self.name = name
         self.endpoints = endpoints
+        self.endpointKeys = endpoints.map(\.key)
         self.endpointIDs = endpointIDs ?? Array(repeating: -1, count: endpoints.count)
         self.policy = policy
         let w = weights ?? Array(repeating: 1, count: endpoints.count)
@@ -52,14 +55,6 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(name) → \(endpoints.map(\.description).joined(separator: ", "))" }
-
-    /// Runs `body` with endpoint `i` borrowed from the list: a copy would retain the endpoint's
-    /// address box, which every event loop shares. Inlinable, so that callers in other modules
-    /// get it specialised (generic, it cost a closure context and a call per request).
-    @inlinable
-    public func withEndpoint<T>(_ i: Int, _ body: (borrowing Endpoint) throws -> T) rethrows -> T {
-        try endpoints.withUnsafeBufferPointer { try body($0[i]) }
-    }
 
     // MARK: - Per-loop state
 

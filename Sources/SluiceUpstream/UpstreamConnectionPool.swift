@@ -50,6 +50,20 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     public func acquire(_ endpoint: Endpoint) -> UpstreamConnection? {
         eventLoop.assertInEventLoop()
         guard let stack = stack(for: endpoint, create: false) else { return nil }
+        return take(from: stack)
+    }
+
+    /// The same for endpoint `i` of `pool`. When it is the endpoint this loop used last (most
+    /// traffic goes to few endpoints), only its key is compared: the endpoint is not copied,
+    /// and a copy retains the address box that every event loop shares.
+    public func acquire(from pool: BackendPool, _ i: Int) -> UpstreamConnection? {
+        eventLoop.assertInEventLoop()
+        let key = pool.endpointKeys[i]
+        if key.exact && key == recentKey, let recentStack { return take(from: recentStack) }
+        return acquire(pool.endpoints[i])
+    }
+
+    private func take(from stack: IdleStack) -> UpstreamConnection? {
         while let c = stack.connections.popLast() {
             if c.isUsable { return c }
             c.close()
@@ -66,7 +80,14 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
             return
         }
         connection.idleSince = now
-        let stack = self.stack(for: connection.endpoint, create: true)!
+        // The key first, as in `acquire(from:_:)`: passing the endpoint on copies it.
+        let key = connection.endpoint.key
+        let stack: IdleStack
+        if key.exact && key == recentKey, let recent = recentStack {
+            stack = recent
+        } else {
+            stack = self.stack(for: connection.endpoint, create: true)!
+        }
         if stack.connections.count >= maxIdlePerEndpoint {
             connection.close()
             return
