@@ -20,6 +20,10 @@ final class EventLoopContext: @unchecked Sendable {
 
     /// This loop's position among the workers (its slot in pools' per-loop state).
     let index: Int
+    /// An empty buffer of this loop's own, left in place of a buffer let go of. `ByteBuffer()`
+    /// is NIO's one shared empty buffer: assigning it wrote its reference count from every
+    /// loop, a cache line moved between the cores several times per request.
+    let emptyBuffer = ByteBufferAllocator().buffer(capacity: 1)
     /// Request ids for requests that come without one: one generator per loop, seeded once
     /// (seeding one per connection cost two getrandom calls on every accept).
     var ids = RequestIDGenerator()
@@ -306,7 +310,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private let settings: ProxySettings
     private var context: ChannelHandlerContext!
     private var parser: HTTP1Parser
-    private var inbound = ByteBuffer()
+    private var inbound: ByteBuffer
     private var client: ClientInfo
     private var phase = Phase.awaitingHead
     private var deadlines = ExchangeDeadlines(now: .now())
@@ -379,6 +383,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     init(loop: EventLoopContext, tls: Bool = false) {
         self.loop = loop
+        self.inbound = loop.emptyBuffer
         self.settings = loop.settings
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
@@ -420,7 +425,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             upstream.close()
         }
         phase = .closing
-        inbound = ByteBuffer()
+        inbound = loop.emptyBuffer
         context.fireChannelInactive()
     }
 
@@ -450,7 +455,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             prefaceChecked = true
             if startsWithHTTP2Preface(inbound) {
                 let initial = inbound
-                inbound = ByteBuffer()
+                inbound = loop.emptyBuffer
                 switchToHTTP2(context: context, initial: initial)
                 return
             }
@@ -594,10 +599,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                     }
                     if inbound.readableBytes > 0 {
                         if deadlines.stage == .idle { deadlines.enter(.readingHead, at: loop.now) }
-                    } else if inbound.capacity > 0 {
+                    } else if inbound.capacity > 1 {  // 1: already the loop's empty buffer
                         // Between requests: let go of the last read's storage (a few KiB that an
-                        // idle keep-alive connection would otherwise hold). `ByteBuffer()` is shared.
-                        inbound = ByteBuffer()
+                        // idle keep-alive connection would otherwise hold).
+                        inbound = loop.emptyBuffer
                     }
                     return
                 case .head(let consumed):
@@ -661,18 +666,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 // Bytes here are the next (pipelined) request; they wait, within a bound.
                 if inbound.readableBytes > settings.maxBufferedPipelineBytes {
                     readGate.pauseForPipeline()
-                } else if inbound.readableBytes == 0 && inbound.capacity > 0 {
+                } else if inbound.readableBytes == 0 && inbound.capacity > 1 {  // 1: the loop's empty buffer
                     // Nothing waits: let go of the read's storage while the response comes. Held,
                     // it kept the TLS handler from writing over its plaintext buffer (one
                     // allocation per HTTPS request) and NIO's receive buffer from its pool.
-                    inbound = ByteBuffer()
+                    inbound = loop.emptyBuffer
                 }
                 return
             case .tunnel:
                 if inbound.readableBytes > 0, let upstream {
                     upstream.write(inbound)
                     upstream.flush()
-                    inbound = ByteBuffer()
+                    inbound = loop.emptyBuffer
                 }
                 return
             case .closing:
@@ -1077,7 +1082,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// The request head this connection wrote last, kept to be written over (see
     /// `ByteBuffer.takeKept`): a keep-alive request costs no allocation for its head.
-    private var requestHeadScratch = ByteBuffer()
+    private var requestHeadScratch: ByteBuffer? = nil
 
     /// The proxy's own response lines: HSTS and the affinity cookie.
     private var responseExtra: [UInt8]? {
@@ -1319,7 +1324,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func releaseBuffers() {
         buffersReleased = true
-        requestHeadScratch = ByteBuffer()
+        requestHeadScratch = nil
         output.releaseSpare()
         if tls { context.triggerUserOutboundEvent(TLSReleaseBuffers(), promise: nil) }
     }

@@ -17,13 +17,13 @@ struct WriteGatherer {
 
     private var gathered: ByteBuffer? = nil
     /// The buffer handed out last, written over by the next gathering once NIO has let go of it.
-    private var spare = ByteBuffer()
+    private var spare: ByteBuffer? = nil
 
     var gatheredBytes: Int { gathered?.readableBytes ?? 0 }
 
     /// Lets the spare buffer go (an idle connection); the next gathering allocates.
     mutating func releaseSpare() {
-        spare = ByteBuffer()
+        spare = nil
     }
 
     /// Appends what `write` writes to what is gathered, starting from the spare buffer (with at
@@ -56,19 +56,21 @@ struct WriteGatherer {
 // MARK: - Buffers kept to be written over
 
 extension ByteBuffer {
-    /// The kept buffer, emptied, with room for `capacity` bytes. Once NIO has sent it, its
-    /// storage is referenced only by the keeper and `clear` reuses it: no allocation. One still
-    /// queued (a pipelined burst, a slow client) makes `clear` copy, as it must.
-    static func takeKept(_ kept: inout ByteBuffer, capacity: Int) -> ByteBuffer {
-        var b = kept
-        kept = ByteBuffer()  // the keeper's second reference would make `clear` copy
+    /// The kept buffer, emptied, with room for `capacity` bytes (a new one when none is kept).
+    /// Once NIO has sent it, its storage is referenced only by the keeper and `clear` reuses it:
+    /// no allocation. One still queued (a pipelined burst, a slow client) makes `clear` copy, as
+    /// it must. The buffer is moved out of the keeper, which would otherwise hold a second
+    /// reference; leaving `ByteBuffer()` there instead retained NIO's one shared empty buffer,
+    /// whose reference count every event loop then wrote.
+    static func takeKept(_ kept: inout ByteBuffer?, capacity: Int) -> ByteBuffer {
+        guard var b = kept.take() else { return ByteBufferAllocator().buffer(capacity: capacity) }
         b.clear(minimumCapacity: capacity)
         return b
     }
 
     /// Keeps this buffer to be written over unless it is unusually large: an idle connection
     /// should not hold on to a 64 KiB head.
-    func keep(in kept: inout ByteBuffer) {
-        kept = capacity <= 4096 ? self : ByteBuffer()
+    func keep(in kept: inout ByteBuffer?) {
+        kept = capacity <= 4096 ? self : nil
     }
 }

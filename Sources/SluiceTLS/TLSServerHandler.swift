@@ -147,20 +147,22 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     /// The last plaintext passed up and the last ciphertext written, kept to be written over once
     /// nobody else holds them (`clear` copies when someone still does, as it must).
-    private var plaintextScratch = ByteBuffer()
-    private var ciphertextScratch = ByteBuffer()
+    private var plaintextScratch: ByteBuffer? = nil
+    private var ciphertextScratch: ByteBuffer? = nil
 
-    private static func reuse(_ scratch: inout ByteBuffer, capacity: Int) -> ByteBuffer {
-        var b = scratch
-        scratch = ByteBuffer()  // our own second reference would make `clear` copy
+    /// Moved out, not copied: our own second reference would make `clear` copy. (Leaving
+    /// `ByteBuffer()` behind, NIO's one shared empty buffer, wrote a reference count that every
+    /// event loop writes.)
+    private static func reuse(_ scratch: inout ByteBuffer?, capacity: Int) -> ByteBuffer {
+        guard var b = scratch.take() else { return ByteBufferAllocator().buffer(capacity: capacity) }
         b.clear(minimumCapacity: capacity)
         return b
     }
 
     /// Keeps a buffer for the next use unless it grew past one record: an idle connection that
     /// once sent a large body should not hold on to it.
-    private static func keep(_ buffer: ByteBuffer, in scratch: inout ByteBuffer) {
-        scratch = buffer.capacity <= 17 * 1024 ? buffer : ByteBuffer()
+    private static func keep(_ buffer: ByteBuffer, in scratch: inout ByteBuffer?) {
+        scratch = buffer.capacity <= 17 * 1024 ? buffer : nil
     }
 
     private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {
@@ -298,8 +300,8 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         if event is TLSReleaseBuffers {
-            plaintextScratch = ByteBuffer()
-            ciphertextScratch = ByteBuffer()
+            plaintextScratch = nil
+            ciphertextScratch = nil
             if gathered.readableBytes == 0 { gathered = ByteBuffer() }
             promise?.succeed(())
             return
