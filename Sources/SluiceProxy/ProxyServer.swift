@@ -27,8 +27,14 @@ public final class ProxyServer: Sendable {
         self.settings = settings
         self.logger = logger
         var loops: [EventLoopContext] = []
+        let listeners = self.listeners
         for (i, el) in group.makeIterator().enumerated() {
-            loops.append(EventLoopContext(eventLoop: el, index: i, config: config, settings: settings, logger: logger, listeners: listeners))
+            // Built on its own loop, so that its objects come from that thread's malloc arena:
+            // built here one after the other, the loops' state sat side by side in memory, and
+            // what one loop writes on every request could share a cache line with the other's.
+            loops.append(try! el.submit {
+                EventLoopContext(eventLoop: el, index: i, config: config, settings: settings, logger: logger, listeners: listeners)
+            }.wait())
         }
         self.loops = loops
         self.healthChecker = HealthChecker(group: group) { health, healthy in
