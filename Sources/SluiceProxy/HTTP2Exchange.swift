@@ -174,7 +174,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         var out = connection.headBuffer(capacity: bytes.count + 384)
         ForwardedHeads.writeRequestHead(into: &out, stream: stream, authority: authority, client: connection.client,
                                         framing: framing, ids: &connection.loop.ids)
-        if logFields?.requestID.isEmpty == true { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
+        if loop.accessLog != nil, logFields?.requestID.isEmpty == true { logFields!.requestID = logFields!.keepHex(connection.loop.ids.last) }
         requestHead = out
         tries.begin(pool, of: held, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
@@ -656,7 +656,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     private func finishRecord(status: Int) {
         guard record.open else { return }
-        loop.finish(&record, status: status, fields: logFields, client: connection.client.ip)
+        loop.finish(&record, status: status, fields: &logFields, client: connection.client.ip)
     }
 
     private func captureLogFields() {

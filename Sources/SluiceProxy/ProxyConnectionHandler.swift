@@ -149,7 +149,9 @@ final class EventLoopContext: @unchecked Sendable {
     /// One request is over: count it, and log it when an access log is on.
     /// `client` is read only when the access log is on (reading it copied the client's address
     /// out of the connection, a retain and a release per request for nothing).
-    func finish(_ r: inout ExchangeRecord, status: Int, fields: AccessLogFields?, client: @autoclosure () -> [UInt8]) {
+    /// `fields` is inout only to be read in place: passed by value, the optional struct was copied
+    /// out of the handler on every request, access log on or off.
+    func finish(_ r: inout ExchangeRecord, status: Int, fields: inout AccessLogFields?, client: @autoclosure () -> [UInt8]) {
         guard r.open else { return }
         r.open = false
         let now = self.now
@@ -467,7 +469,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func finishRecord(status: Int) {
         guard record.open else { return }
-        loop.finish(&record, status: status, fields: logFields, client: client.ip)
+        loop.finish(&record, status: status, fields: &logFields, client: client.ip)
     }
 
     /// Copies what the log line needs while the head's bytes are still in the receive buffer.

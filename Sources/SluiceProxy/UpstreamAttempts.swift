@@ -5,6 +5,10 @@ import SluiceUpstream
 /// tried, the retries spent, and the per-loop counters the request holds. The HTTP/1.1 handler
 /// and the HTTP/2 exchange share it; what each does with a choice (write, connect, answer) stays
 /// theirs. Everything happens on the request's event loop.
+///
+/// The accessors the request path calls are `mutating`: the value lives in a property of the
+/// handler or exchange, and a non-mutating call copied all of it (two retains and three releases
+/// per request, counted by callgrind).
 struct UpstreamAttempts {
     /// The request's pool, unretained: `holder` keeps it alive. Every loop shares a pool, and a
     /// retain and a release of it per request moved its cache line between the cores.
@@ -51,7 +55,7 @@ struct UpstreamAttempts {
 
     /// Runs `body` with the request's pool, unretained; nil when the request has none.
     @inline(__always)
-    func withPool<T>(_ body: (BackendPool) throws -> T) rethrows -> T? {
+    mutating func withPool<T>(_ body: (BackendPool) throws -> T) rethrows -> T? {
         guard let poolRef else { return nil }
         return try poolRef._withUnsafeGuaranteedRef(body)
     }
@@ -59,21 +63,24 @@ struct UpstreamAttempts {
     /// The pool, retained: for the paths that do not run on every request.
     var pool: BackendPool? { poolRef?.takeUnretainedValue() }
 
-    var hasPool: Bool { poolRef != nil }
+    var hasPool: Bool { mutating get { poolRef != nil } }
 
     /// The pool's timeouts (nil: the proxy's defaults apply). Read by the periodic timeout check.
-    var connectTimeout: TimeAmount? { withPool { $0.policy.connectTimeout } ?? nil }
-    var readTimeout: TimeAmount? { withPool { $0.policy.readTimeout } ?? nil }
-    var sendTimeout: TimeAmount? { withPool { $0.policy.sendTimeout } ?? nil }
+    var connectTimeout: TimeAmount? { mutating get { withPool { $0.policy.connectTimeout } ?? nil } }
+    var readTimeout: TimeAmount? { mutating get { withPool { $0.policy.readTimeout } ?? nil } }
+    var sendTimeout: TimeAmount? { mutating get { withPool { $0.policy.sendTimeout } ?? nil } }
 
     /// The `set-cookie` value that pins the client to the chosen endpoint, when the policy asks
     /// for affinity and the request did not already carry it.
     var affinityCookie: String? {
-        guard index >= 0, preferred != index else { return nil }
-        return withPool { pool -> String? in
-            guard let name = pool.policy.affinityCookie else { return nil }
-            return "\(name)=\(RequestKeys.affinityValue(pool: pool, index: index)); Path=/; HttpOnly; SameSite=Lax"
-        } ?? nil
+        mutating get {
+            guard index >= 0, preferred != index, let poolRef else { return nil }
+            let i = index
+            return poolRef._withUnsafeGuaranteedRef { pool -> String? in
+                guard let name = pool.policy.affinityCookie else { return nil }
+                return "\(name)=\(RequestKeys.affinityValue(pool: pool, index: i)); Path=/; HttpOnly; SameSite=Lax"
+            }
+        }
     }
 
     /// A new upstream connection is needed: nil, or why the circuit is open (the attempt is then
