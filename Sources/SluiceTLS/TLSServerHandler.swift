@@ -151,8 +151,8 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private var ciphertextScratch: ByteBuffer? = nil
 
     /// Moved out, not copied: our own second reference would make `clear` copy. (Leaving
-    /// `ByteBuffer()` behind, NIO's one shared empty buffer, wrote a reference count that every
-    /// event loop writes.)
+    /// `ByteBuffer()` behind retained NIO's one shared empty buffer, whose reference count every
+    /// event loop then wrote.)
     private static func reuse(_ scratch: inout ByteBuffer?, capacity: Int) -> ByteBuffer {
         guard var b = scratch.take() else { return ByteBufferAllocator().buffer(capacity: capacity) }
         b.clear(minimumCapacity: capacity)
