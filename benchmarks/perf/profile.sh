@@ -9,7 +9,8 @@
 #   BASE=/tmp/sluice-before ROUNDS=3 benchmarks/perf/profile.sh   (two binaries, alternated;
 #                                                  rows sorted by the difference, this one - BASE)
 #
-# Scenarios: h2 (h2load -c50 -m10 over TLS), https and http (h2load --h1 -c50). Sluice runs in
+# Scenarios: h2 (h2load -cCONNS -m10 over TLS), https and http (h2load --h1 -cCONNS); CONNS=50
+# unless set. Sluice runs in
 # front of `sluice echo` on 127.0.0.1:18480-18499. Time here varies by ten percent from minute to
 # minute: compare two binaries only within one alternated run, and confirm a gain with the
 # callgrind count or a side-by-side run.
@@ -21,6 +22,7 @@ SCENARIO=${SCENARIO:-h2}
 WORKERS=${WORKERS:-2}
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-1}
+CONNS=${CONNS:-50}
 RATE=4000
 command -v perf >/dev/null || { echo "perf is missing (make bench-deps installs linux-perf)" >&2; exit 1; }
 out=benchmarks/out/perf-$(date +%Y%m%d-%H%M%S)
@@ -34,9 +36,9 @@ wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 "$SLUICE" echo --listen 127.0.0.1:18480 --name backend >/dev/null 2>&1 & pids+=($!)
 wait_port 18480
 case $SCENARIO in
-  h2) load=(h2load -t1 -c50 -m10 https://127.0.0.1:18491/) ;;
-  https) load=(h2load --h1 -t1 -c50 https://127.0.0.1:18491/) ;;
-  http) load=(h2load --h1 -t1 -c50 http://127.0.0.1:18481/) ;;
+  h2) load=(h2load -t1 -c"$CONNS" -m10 https://127.0.0.1:18491/) ;;
+  https) load=(h2load --h1 -t1 -c"$CONNS" https://127.0.0.1:18491/) ;;
+  http) load=(h2load --h1 -t1 -c"$CONNS" http://127.0.0.1:18481/) ;;
   *) echo "unknown scenario $SCENARIO" >&2; exit 1 ;;
 esac
 
