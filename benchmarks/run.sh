@@ -50,9 +50,8 @@ out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/www"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
 cat "$out/certs/default/tls.crt" "$out/certs/default/tls.key" > "$out/certs/combined.pem"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source benchmarks/lib.sh
+trap stop_started EXIT
 
 # The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
 printf 'Hello, world!' > "$out/www/13"
@@ -72,7 +71,6 @@ http {
 CONF
 nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids+=($!)
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 start_proxy() {  # name workers → pid
   local name=$1 w=$2 port=${PORT[$1]}

@@ -18,10 +18,8 @@ mkdir -p "$out"
 gcc -O2 -shared -fPIC -o "$out/malloc-count.so" benchmarks/allocs/malloc-count.c -lpthread
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
 mkdir -p "$out/rules"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+source benchmarks/lib.sh
+trap stop_started EXIT
 
 "$SLUICE" echo --listen 127.0.0.1:18280 --name backend >/dev/null 2>&1 & pids+=($!)
 MALLOC_COUNT_FILE="$PWD/$out/count" LD_PRELOAD="$PWD/$out/malloc-count.so" \

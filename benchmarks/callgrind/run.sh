@@ -23,10 +23,8 @@ mkdir -p "$out/rules"
 gcc -O2 -shared -fPIC -o "$out/sigsuspend-shim.so" benchmarks/callgrind/sigsuspend-shim.c
 strip -g -o "$out/sluice" "$SLUICE"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+source benchmarks/lib.sh
+trap stop_started EXIT
 
 "$out/sluice" echo --listen 127.0.0.1:18380 --name backend >/dev/null 2>&1 & pids+=($!)
 LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no \

@@ -28,10 +28,8 @@ command -v perf >/dev/null || { echo "perf is missing (make bench-deps installs 
 out=benchmarks/out/perf-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+source benchmarks/lib.sh
+trap stop_started EXIT
 
 "$SLUICE" echo --listen 127.0.0.1:18480 --name backend >/dev/null 2>&1 & pids+=($!)
 wait_port 18480

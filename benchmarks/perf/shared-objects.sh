@@ -20,14 +20,12 @@ core=$(ldd "$SLUICE" | awk '/libswiftCore.so/ {print $3}')
 out=benchmarks/out/shared-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
-pids=()
+source benchmarks/lib.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  stop_started
   perf probe -q -d 'probe_libswiftCore:sluice_*' 2>/dev/null || true
-  wait 2>/dev/null || true
 }
 trap cleanup EXIT
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 perf probe -q -x "$core" 'sluice_retain=swift_retain obj=%di:u64'
 perf probe -q -x "$core" 'sluice_release=swift_release obj=%di:u64'
 
