@@ -59,6 +59,8 @@ public final class HTTP2Session {
     /// Buffers of closed streams, handed to new ones (a few allocations less per stream). At most
     /// `spareLimit`; `releaseSpares` lets them go when the connection has gone idle.
     private var spareStorage: [HTTP2Stream.Storage] = []
+    /// What a stream holds once its storage has moved on (see `HTTP2Stream.takeStorage`).
+    private let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
     private static let spareLimit = 16
     private let clock: () -> NIODeadline
     private var windowStart: NIODeadline
@@ -393,7 +395,7 @@ public final class HTTP2Session {
         if spareStorage.count < Self.spareLimit, isKnownUniquelyReferenced(&s), s.headerBytes.capacity <= 4096 {
             // Nobody else holds the stream (the application let go of it), so its buffers can
             // move on; a stream that received an unusually large head keeps its storage to itself.
-            spareStorage.append(s.takeStorage())
+            spareStorage.append(s.takeStorage(placeholder: noPending))
         }
         return 0
     }

@@ -93,18 +93,19 @@ public final class HTTP2Stream {
         var pending: CircularBuffer<ByteBuffer>
     }
 
-    /// What a stream that gave its storage away holds (shared: creating one allocates).
-    private static let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
-
     /// Empties the buffers and hands them over (the stream must not be used afterwards).
-    func takeStorage() -> Storage {
+    /// `placeholder` is what the stream holds instead of its queue: the session's own (creating
+    /// one allocates). It was once a process-wide one, and its reference count, written when a
+    /// stream gave its storage away and again when the stream went, moved between the cores of
+    /// two event loops on every stream.
+    func takeStorage(placeholder: CircularBuffer<ByteBuffer>) -> Storage {
         headerBytes.removeAll()
         fields.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)  // already empty when the session closed the stream
         let s = Storage(headerBytes: headerBytes, fields: fields, pending: pending)
         headerBytes = PackedBytes(capacity: 0)
         fields = []
-        pending = Self.noPending
+        pending = placeholder
         return s
     }
 
