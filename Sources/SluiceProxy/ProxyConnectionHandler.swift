@@ -643,7 +643,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                     }
                     inbound.moveReaderIndex(forwardBy: consumed)
                     requestDone = true
-                    if let upstream {
+                    // A request without a body went out whole with `writeAndFlush` in `attach`;
+                    // flushing again cost NIO a pass through the pipeline for nothing.
+                    if let upstream, requestFraming != .none {
                         upstream.flush()
                         needsUpstreamFlush = false
                     }

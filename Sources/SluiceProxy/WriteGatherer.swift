@@ -38,8 +38,10 @@ struct WriteGatherer {
     /// Copies `buffer` behind what is gathered when it is small and something is being
     /// gathered. False when it must be written apart: after what `take()` returns, not copied.
     mutating func join(_ buffer: ByteBuffer) -> Bool {
-        guard let g = gathered, buffer.readableBytes <= Self.pieceLimit,
-              g.readableBytes + buffer.readableBytes <= Self.bufferLimit else { return false }
+        // The size is read in place: a copy of `gathered` bound here lived on past the write and
+        // made it copy the whole buffer (two allocations per response).
+        guard let gatheredBytes = gathered?.readableBytes, buffer.readableBytes <= Self.pieceLimit,
+              gatheredBytes + buffer.readableBytes <= Self.bufferLimit else { return false }
         gathered!.writeImmutableBuffer(buffer)
         return true
     }

@@ -83,6 +83,20 @@ struct WriteGathererTests {
         #expect(String(buffer: again) == "second")
     }
 
+    @Test func aJoinedBodyIsCopiedIntoTheGatheredBufferItself() {
+        var g = WriteGatherer()
+        var storage: UInt = 0
+        g.gather(capacity: 64) { b in
+            storage = b.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+            b.writeString("HTTP/1.1 200 OK\r\n\r\n")
+        }
+        let joined = g.join(ByteBuffer(string: "hello"))
+        #expect(joined)
+        let out = g.take()!
+        #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\n\r\nhello")
+        #expect(out.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) } == storage, "the body went into a copy")
+    }
+
     @Test func aBufferStillQueuedIsNotWrittenOver() {
         var g = WriteGatherer()
         g.gather(capacity: 64) { $0.writeString("queued") }
