@@ -62,6 +62,8 @@ public final class HTTP2Session {
     /// What a stream holds once its storage has moved on (see `HTTP2Stream.takeStorage`).
     private let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
     private static let spareLimit = 16
+    /// Where nghttp2 allocates; released after the session (a stored property outlives `deinit`).
+    private let memory = HTTP2MemoryPool()
     private let clock: () -> NIODeadline
     private var windowStart: NIODeadline
     private var controlFrames = 0
@@ -88,7 +90,8 @@ public final class HTTP2Session {
         nghttp2_option_set_stream_reset_rate_limit(options, UInt64(limits.resetBurst), UInt64(limits.resetRatePerSecond))
         nghttp2_option_set_max_settings(options, 32)
         nghttp2_option_set_max_outbound_ack(options, 1000)
-        nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options)
+        var mem = memory.nghttp2Mem
+        nghttp2_session_server_new3(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options, &mem)
         nghttp2_option_del(options)
         nghttp2_session_callbacks_del(callbacks)
 
@@ -156,8 +159,11 @@ public final class HTTP2Session {
     /// Drops the buffers kept for new streams (an idle connection should hold none).
     public func releaseSpares() {
         spareStorage = []
+        memory.trim()
     }
     public var openStreams: Int { streams.count }
+    /// Blocks nghttp2 freed that wait for its next allocations.
+    var cachedMemoryBlocks: Int { memory.cachedBlocks }
 
     // MARK: - Responses
 
