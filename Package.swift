@@ -124,7 +124,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceTLSTests",
-            dependencies: ["SluiceTLS", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SluiceTLS", "COpenSSL", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceHTTP2Tests",

@@ -66,6 +66,11 @@ final class TLSConnection {
         return classify(0)
     }
 
+    /// Nothing is left to decrypt: no plaintext or record bytes inside OpenSSL and no ciphertext
+    /// fed but not yet read. A further `read` could only answer `.wantRead`, and asking cost a
+    /// failed `SSL_read_ex` and its error-queue work on every request.
+    var hasNothingToRead: Bool { SSL_has_pending(ssl) == 0 && sluice_BIO_pending(rbio) == 0 }
+
     func write(_ buffer: ByteBuffer) -> Step {
         var failure: Step? = nil
         buffer.withUnsafeReadableBytes { p in

@@ -118,6 +118,10 @@ public final class TLSServerHandler: ChannelDuplexHandler {
                     context.fireChannelRead(wrapInboundOut(out))
                     out = context.channel.allocator.buffer(capacity: limit)
                 }
+                guard connection.hasNothingToRead else { continue }
+                passOn(&out, context: context)
+                flushCiphertext(context: context)
+                return
             case .wantRead:
                 passOn(&out, context: context)
                 // TLS 1.3 tickets and key updates produce output while reading.
