@@ -3,8 +3,8 @@ import NIOCore
 /// Which timeout of a client exchange has run out, decided from timestamps alone.
 ///
 /// The HTTP/1.1 handler and the HTTP/2 exchange report what happens (a stage change, client
-/// bytes, the upstream's writability), each with the time of its event, and ask `expired` on
-/// their 500 ms tick. Nothing here reads a clock, so the rules are tested with a manual one
+/// bytes, the upstream's and the client's writability), each with the time of its event, and ask
+/// `expired` on their 500 ms tick. Nothing here reads a clock, so the rules are tested with a manual one
 /// (`ExchangeDeadlinesTests`), and both protocols time out the same way.
 struct ExchangeDeadlines {
     struct Limits: Equatable {
@@ -23,6 +23,9 @@ struct ExchangeDeadlines {
         var upstreamRead: TimeAmount
         /// The upstream not taking request bytes (its socket stays unwritable) (504).
         var upstreamSend: TimeAmount
+        /// The client taking none of the response while its socket holds it back (the
+        /// connection is cut; nginx's `send_timeout`).
+        var clientSend: TimeAmount = .seconds(60)
     }
 
     enum Stage: Equatable {
@@ -46,6 +49,7 @@ struct ExchangeDeadlines {
         case clientBody
         case upstreamSend
         case upstreamRead
+        case clientSend
     }
 
     private(set) var stage: Stage
@@ -54,11 +58,22 @@ struct ExchangeDeadlines {
     private(set) var upstreamBlockedSince: NIODeadline? = nil
     /// A request head has completed on this connection (the idle limit becomes `keepAlive`).
     private(set) var servedRequest = false
+    /// Since when the client's socket has been holding the response back (unwritable, so the
+    /// proxy stopped reading the upstream for it); nil while the client takes what it is sent.
+    private(set) var clientBlockedSince: NIODeadline? = nil
+    /// The smallest backlog seen since the client blocked, and when it went down last.
+    private var clientBacklog = Int.max
+    private var clientProgressAt: NIODeadline
+    /// When the client last stopped holding the response back: the upstream, paused for it
+    /// until then, gets its read time afresh.
+    private var clientUnblockedAt: NIODeadline
 
     init(stage: Stage = .idle, now: NIODeadline) {
         self.stage = stage
         self.stageSince = now
         self.lastClientBytes = now
+        self.clientProgressAt = now
+        self.clientUnblockedAt = now
     }
 
     // MARK: Events
@@ -91,11 +106,39 @@ struct ExchangeDeadlines {
         }
     }
 
+    /// The client's socket became unwritable (it holds back the response) or writable again
+    /// (it took enough of it).
+    mutating func clientWritability(_ writable: Bool, at now: NIODeadline) {
+        if writable {
+            if clientBlockedSince != nil { clientUnblockedAt = now }
+            clientBlockedSince = nil
+        } else if clientBlockedSince == nil {
+            clientBlockedSince = now
+            clientProgressAt = now
+            clientBacklog = Int.max
+        }
+    }
+
+    /// The bytes still queued for the client, seen on a tick while it is blocked. Less than ever
+    /// since it blocked means it took some: a slow reader is not a stalled one. (While blocked,
+    /// the proxy adds next to nothing: it reads no more from the upstream.)
+    mutating func clientBacklog(_ bytes: Int, at now: NIODeadline) {
+        guard clientBlockedSince != nil, bytes < clientBacklog else { return }
+        clientBacklog = bytes
+        clientProgressAt = now
+    }
+
     // MARK: The decision
 
     /// The timeout that has run out at `now`, if any. `upstreamActivity` is the attached upstream
     /// connection's last read (or its attach time); nil when none is attached.
     func expired(at now: NIODeadline, upstreamActivity: NIODeadline?, requestDone: Bool, limits: Limits) -> Expiry? {
+        if clientBlockedSince != nil && stage != .unbounded && now - clientProgressAt >= limits.clientSend {
+            return .clientSend
+        }
+        // While the client holds the response back, the upstream is paused for it and owes
+        // nothing: its read time runs again from when the client unblocks.
+        let upstreamOwes = clientBlockedSince == nil
         switch stage {
         case .idle:
             return now - stageSince >= (servedRequest ? limits.keepAlive : limits.head) ? .idleConnection : nil
@@ -106,7 +149,8 @@ struct ExchangeDeadlines {
         case .sendingRequest:
             if !requestDone && now - lastClientBytes >= limits.clientBody { return .clientBody }
             if let since = upstreamBlockedSince, now - since >= limits.upstreamSend { return .upstreamSend }
-            if let upstreamActivity, now - max(upstreamActivity, lastClientBytes) >= limits.upstreamRead { return .upstreamRead }
+            if upstreamOwes, let upstreamActivity,
+               now - max(upstreamActivity, lastClientBytes, clientUnblockedAt) >= limits.upstreamRead { return .upstreamRead }
             return nil
         case .awaitingResponse:
             // Sent whole means queued whole: while the upstream's socket stays unwritable, part
@@ -114,7 +158,8 @@ struct ExchangeDeadlines {
             if let since = upstreamBlockedSince, now - since >= limits.upstreamSend { return .upstreamSend }
             // Counted from the later of the upstream's last byte and the end of the request: a
             // slow upload must not use up the upstream's time to answer.
-            if let upstreamActivity, now - max(upstreamActivity, stageSince) >= limits.upstreamRead { return .upstreamRead }
+            if upstreamOwes, let upstreamActivity,
+               now - max(upstreamActivity, stageSince, clientUnblockedAt) >= limits.upstreamRead { return .upstreamRead }
             return nil
         case .unbounded:
             return nil

@@ -497,7 +497,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard responseHasBody, let session else { return }
         record.bytesOut += body.readableBytes
-        if session.send(stream, body) { upstream?.setReadPaused(true) }
+        if session.send(stream, body) {
+            // The stream holds more than its high-water mark: the client (its window, or the
+            // connection's socket) is holding the response back.
+            upstream?.setReadPaused(true)
+            deadlines.clientWritability(false, at: loop.now)
+        }
     }
 
     func upstreamResponseEnd(trailers: ByteBuffer?) {
@@ -567,6 +572,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func responseDrained() {
         upstream?.setReadPaused(false)
+        deadlines.clientWritability(true, at: loop.now)
     }
 
     // MARK: - Ending
@@ -606,10 +612,14 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     func checkTimeouts(now: NIODeadline) {
         guard state != .done else { return }
+        if deadlines.clientBlockedSince != nil {
+            deadlines.clientBacklog(stream.pendingBytes, at: now)
+        }
         let limits = ExchangeDeadlines.Limits(
             head: loop.settings.headTimeout, keepAlive: loop.settings.keepAliveTimeout, clientBody: loop.settings.clientBodyTimeout,
             upstreamRead: tries.readTimeout ?? loop.settings.upstreamReadTimeout,
-            upstreamSend: tries.sendTimeout ?? loop.settings.upstreamReadTimeout)
+            upstreamSend: tries.sendTimeout ?? loop.settings.upstreamReadTimeout,
+            clientSend: loop.settings.clientSendTimeout)
         switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
         case nil, .idleConnection?, .head?:
             return  // the connection's own timeouts are HTTP2ProxyConnection's
@@ -624,6 +634,12 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             upstreamTimedOut()
         case .upstreamRead?:
             upstreamTimedOut()
+        case .clientSend?:
+            // The client took none of this stream's response (its window stayed shut, or it
+            // stopped reading the connection). The upstream, paused for it, is not at fault.
+            loop.logger.info("client took none of the response in time; resetting the stream", metadata: [
+                "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+            abortStream()
         }
     }
 

@@ -542,6 +542,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         clientWritable = context.channel.isWritable
+        deadlines.clientWritability(clientWritable, at: loop.now)
         upstream?.setReadPaused(!clientWritable)
         context.fireChannelWritabilityChanged()
     }
@@ -1275,7 +1276,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }
-        let buffered = (try? ctx.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        let buffered = clientBacklog
         guard closeProgress!.stalled(buffered: buffered, at: now, timeout: settings.clientSendTimeout) else { return }
         closeProgress = nil
         loop.logger.info("client took none of the response's end in time; closing", metadata: [
@@ -1345,9 +1346,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if deadlines.stage == .idle, !buffersReleased, now - deadlines.stageSince >= Self.idleBuffersFor {
             releaseBuffers()
         }
+        if deadlines.clientBlockedSince != nil {
+            deadlines.clientBacklog(clientBacklog, at: now)
+        }
         let limits = ExchangeDeadlines.Limits(
             head: settings.headTimeout, keepAlive: settings.keepAliveTimeout, clientBody: settings.clientBodyTimeout,
-            upstreamRead: readTimeout, upstreamSend: tries.sendTimeout ?? settings.upstreamReadTimeout)
+            upstreamRead: readTimeout, upstreamSend: tries.sendTimeout ?? settings.upstreamReadTimeout,
+            clientSend: settings.clientSendTimeout)
         switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
         case nil:
             break
@@ -1363,7 +1368,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             upstreamTimedOut()
         case .upstreamRead?:
             upstreamTimedOut()
+        case .clientSend?:
+            // The client stopped reading mid-response. Its upstream is not at fault: it was
+            // paused for the client, and its attempt ends as abandoned, not failed.
+            loop.logger.info("client took none of the response in time; closing", metadata: [
+                "client": "\(String(decoding: client.ip, as: UTF8.self))", "unsent": "\(clientBacklog)"])
+            forceClose()
         }
+    }
+
+    /// Response bytes NIO holds for the client's socket (ciphertext, under TLS).
+    private var clientBacklog: Int {
+        (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
     }
 
     private var readTimeout: TimeAmount { tries.readTimeout ?? settings.upstreamReadTimeout }

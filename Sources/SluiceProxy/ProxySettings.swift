@@ -15,8 +15,9 @@ public struct ProxySettings: Sendable {
     public var upstreamReadTimeout: TimeAmount = .seconds(60)
     /// No byte from the client for this long while its body is being forwarded.
     public var clientBodyTimeout: TimeAmount = .seconds(60)
-    /// A connection closing after its response is closed at once when its client has taken
-    /// none of the rest for this long (nginx's send_timeout).
+    /// A client whose socket holds a response back (it stopped reading) and that takes none of
+    /// it for this long is cut: mid-response, after the response, or while its connection
+    /// closes (nginx's send_timeout). Over HTTP/2, the stream whose window stays shut is reset.
     public var clientSendTimeout: TimeAmount = .seconds(60)
     public var upstreamIdleTimeout: TimeAmount = .seconds(30)
     /// Bytes of pipelined requests held while a response is in progress before reading pauses.

@@ -84,6 +84,46 @@ struct LimitsTests {
         _ = stalled
     }
 
+    /// nginx's `send_timeout`: a client that stops reading mid-response is cut once it has taken
+    /// nothing for `--client-send-timeout`. Its upstream, paused for it, is not blamed: no
+    /// upstream timeout fires although `--upstream-read-timeout` is shorter than the stall.
+    @Test func aClientThatStopsReadingMidResponseIsCutAtTheSendTimeout() throws {
+        let s = try Stack(proxyArguments: ["--client-send-timeout", "2", "--upstream-read-timeout", "3"])
+        let c = try RawClient(port: s.port)
+        c.send("GET /big?bytes=500000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        _ = try s.proxy.waitFor("client took none of the response in time", timeout: 15)
+        // What the kernel and the proxy had queued, then the end: far short of 500 MB.
+        let r = c.receiveBytes(timeout: 10) { _ in false }
+        #expect(r.closed)
+        #expect(r.bytes.count < 100_000_000, "\(r.bytes.count) bytes")
+        #expect(String(decoding: r.bytes.prefix(12), as: UTF8.self) == "HTTP/1.1 200")
+        #expect(!s.proxy.output.contains("upstream timed out"), "\(s.proxy.output.suffix(2000))")
+        // The proxy serves on.
+        #expect(try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(s.base)/"]).stdout == "200")
+    }
+
+    /// The same over HTTP/2: a stream whose window the client never opens is reset at the send
+    /// timeout, and the connection's other streams are not affected.
+    @Test func anHTTP2StreamTheClientTakesNothingOfIsResetAtTheSendTimeout() throws {
+        let s = try Stack(proxyArguments: ["--client-send-timeout", "2", "--upstream-read-timeout", "3"])
+        let h2 = try RawClient(port: s.port)
+        func get(_ stream: UInt32, _ path: String) -> [UInt8] {
+            let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 1, UInt8(ascii: "a")]
+            return RawH2.frame(type: 1, flags: 0x5, stream: stream, block)  // END_STREAM | END_HEADERS
+        }
+        // The default 64 KiB windows, never opened again: stream 1's 50 MB cannot be sent.
+        h2.send(RawH2.preface + RawH2.frame(type: 4, flags: 0, stream: 0) + get(1, "/big?bytes=50000000"))
+        _ = try s.proxy.waitFor("client took none of the response in time; resetting the stream", timeout: 15)
+        let r = h2.receiveBytes(timeout: 5) { b in RawH2.frames(b).contains { $0.type == 3 && $0.stream == 1 } }
+        let rst = RawH2.frames(r.bytes).first { $0.type == 3 && $0.stream == 1 }
+        #expect(rst != nil, "no RST_STREAM for stream 1")
+        #expect(!s.proxy.output.contains("upstream timed out"), "\(s.proxy.output.suffix(2000))")
+        // The connection still serves (stream 1's data used up the connection's window: open it).
+        h2.send(RawH2.frame(type: 8, flags: 0, stream: 0, [0x00, 0x10, 0x00, 0x00]) + get(3, "/small"))
+        let more = h2.receiveBytes(timeout: 5) { b in RawH2.frames(b).contains { $0.stream == 3 && $0.flags & 0x1 != 0 } }
+        #expect(RawH2.frames(more.bytes).contains { $0.type == 1 && $0.stream == 3 }, "stream 3 got no response")
+    }
+
     /// A duration that is not one (a timer cannot hold it) stops the start with the flag's name,
     /// where `nan` used to crash the process when it was converted.
     @Test func durationFlagsThatAreNotDurationsAreRefusedByName() throws {

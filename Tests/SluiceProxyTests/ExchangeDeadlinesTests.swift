@@ -7,7 +7,8 @@ import Testing
 /// arbitrary origin, and nothing reads the real clock.
 @Suite struct ExchangeDeadlinesTests {
     static let limits = ExchangeDeadlines.Limits(
-        head: .seconds(10), keepAlive: .seconds(75), clientBody: .seconds(60), upstreamRead: .seconds(30), upstreamSend: .seconds(5))
+        head: .seconds(10), keepAlive: .seconds(75), clientBody: .seconds(60), upstreamRead: .seconds(30), upstreamSend: .seconds(5),
+        clientSend: .seconds(20))
 
     static func t(_ seconds: Double) -> NIODeadline {
         .uptimeNanoseconds(1_000_000_000_000 + UInt64(seconds * 1e9))
@@ -106,9 +107,69 @@ import Testing
         #expect(expired(d, at: 100, upstream: 80, requestDone: true) == nil)
     }
 
+    // MARK: A client that stops reading
+
+    /// The client's socket holds the response back and its backlog never goes down: cut after
+    /// the send limit, and the upstream (paused for the client) is never blamed meanwhile.
+    @Test func aClientThatTakesNothingIsCutAndTheUpstreamIsNotBlamed() {
+        var d = ExchangeDeadlines(now: Self.t(0))
+        d.enter(.awaitingResponse, at: Self.t(0))
+        d.clientWritability(false, at: Self.t(1))
+        for s in stride(from: 1.5, through: 20.5, by: 0.5) {
+            d.clientBacklog(65_536, at: Self.t(s))
+            // The upstream's last byte was at 1 s: 30 s later it would owe one, were it not paused.
+            #expect(expired(d, at: s, upstream: 1, requestDone: true) == nil)
+        }
+        #expect(expired(d, at: 21.4, upstream: 1, requestDone: true) == nil)
+        #expect(expired(d, at: 21.5, upstream: 1, requestDone: true) == .clientSend, "20 s since the backlog was first seen")
+        #expect(expired(d, at: 40, upstream: 1, requestDone: true) == .clientSend)
+    }
+
+    @Test func aSlowReaderIsNotAStalledOne() {
+        var d = ExchangeDeadlines(now: Self.t(0))
+        d.enter(.awaitingResponse, at: Self.t(0))
+        d.clientWritability(false, at: Self.t(0))
+        var backlog = 100_000
+        for s in stride(from: 0.5, through: 120, by: 0.5) {
+            if Int(s * 2) % 30 == 0 { backlog -= 100 }  // a hundred bytes every 15 s
+            d.clientBacklog(backlog, at: Self.t(s))
+            #expect(expired(d, at: s, upstream: 0, requestDone: true) == nil)
+        }
+    }
+
+    /// Once the client takes enough to unblock, the upstream owes bytes again, counted from then:
+    /// the time it sat paused is not held against it.
+    @Test func theUpstreamsReadTimeRestartsWhenTheClientUnblocks() {
+        var d = ExchangeDeadlines(now: Self.t(0))
+        d.enter(.awaitingResponse, at: Self.t(0))
+        d.clientWritability(false, at: Self.t(2))
+        d.clientBacklog(70_000, at: Self.t(2.5))
+        d.clientBacklog(60_000, at: Self.t(15))
+        d.clientWritability(true, at: Self.t(18))
+        #expect(expired(d, at: 47.9, upstream: 2, requestDone: true) == nil)
+        #expect(expired(d, at: 48, upstream: 2, requestDone: true) == .upstreamRead)
+
+        // Blocking again starts a fresh watch: the old progress time does not carry over.
+        d.clientWritability(false, at: Self.t(50))
+        d.clientBacklog(65_000, at: Self.t(50.5))
+        #expect(expired(d, at: 70.4, upstream: 49, requestDone: true) == nil)
+        #expect(expired(d, at: 70.5, upstream: 49, requestDone: true) == .clientSend)
+    }
+
+    @Test func aResponseQueuedWholeForAClientThatStoppedReadingIsCutToo() {
+        var d = ExchangeDeadlines(now: Self.t(0))
+        d.requestStarted()
+        d.clientWritability(false, at: Self.t(1))
+        d.enter(.idle, at: Self.t(2))  // the response ended; its last 80 KiB wait for the client
+        d.clientBacklog(80_000, at: Self.t(2))
+        #expect(expired(d, at: 21.9) == nil)
+        #expect(expired(d, at: 22) == .clientSend, "long before the keep-alive limit")
+    }
+
     @Test func aTunnelOrAFinishedExchangeNeverTimesOutHere() {
         var d = ExchangeDeadlines(now: Self.t(0))
         d.upstreamWritability(false, at: Self.t(0))
+        d.clientWritability(false, at: Self.t(0))
         d.enter(.unbounded, at: Self.t(0))
         #expect(expired(d, at: 1_000_000, upstream: 0) == nil)
     }
