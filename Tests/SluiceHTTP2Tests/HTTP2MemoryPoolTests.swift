@@ -71,7 +71,7 @@ struct HTTP2MemoryPoolTests {
     /// idle connection's `releaseSpares` empties the lists.
     @Test func aSessionReusesItsBlocksAcrossStreams() {
         let h = Harness()
-        h.delegate.onHeaders = { s in
+        h.delegate.onHeaders = { [unowned h] s in  // the harness holds the delegate
             var head = HTTP2HeaderBlock()
             head.add(":status", "204")
             h.session.respond(s, headers: head, hasBody: false)
