@@ -132,8 +132,13 @@ struct ExchangeDeadlines {
 
     /// The timeout that has run out at `now`, if any. `upstreamActivity` is the attached upstream
     /// connection's last read (or its attach time); nil when none is attached.
+    /// The client has held the response back and taken none of it for `limit`.
+    func clientStalled(at now: NIODeadline, limit: TimeAmount) -> Bool {
+        clientBlockedSince != nil && now - clientProgressAt >= limit
+    }
+
     func expired(at now: NIODeadline, upstreamActivity: NIODeadline?, requestDone: Bool, limits: Limits) -> Expiry? {
-        if clientBlockedSince != nil && stage != .unbounded && now - clientProgressAt >= limits.clientSend {
+        if stage != .unbounded && clientStalled(at: now, limit: limits.clientSend) {
             return .clientSend
         }
         // While the client holds the response back, the upstream is paused for it and owes

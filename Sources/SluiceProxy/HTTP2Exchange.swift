@@ -611,7 +611,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     }
 
     func checkTimeouts(now: NIODeadline) {
-        guard state != .done else { return }
+        guard state != .done else {
+            checkUnsent(now: now)
+            return
+        }
         if deadlines.clientBlockedSince != nil {
             deadlines.clientBacklog(stream.pendingBytes, at: now)
         }
@@ -642,6 +645,32 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             abortStream()
         }
     }
+
+    /// The response ended on our side, but the stream stays open while its last bytes wait for
+    /// the client's window: a client that never opens it would hold the stream (and the
+    /// connection, which is not idle while it has one) for ever.
+    ///
+    /// The reset itself waits for the connection's socket: a client that reads nothing at all
+    /// would keep even that from going, so the connection is closed one send timeout later.
+    private func checkUnsent(now: NIODeadline) {
+        guard stream.pendingBytes > 0, let session else { return }
+        let limit = loop.settings.clientSendTimeout
+        if let resetAt = unsentResetAt {
+            if now - resetAt >= limit { connection.forceClose() }
+            return
+        }
+        deadlines.clientWritability(false, at: now)  // from the first look, if not blocked before
+        deadlines.clientBacklog(stream.pendingBytes, at: now)
+        guard deadlines.clientStalled(at: now, limit: limit) else { return }
+        loop.logger.info("client took none of the response in time; resetting the stream", metadata: [
+            "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+        unsentResetAt = now
+        session.reset(stream, code: 8)  // CANCEL
+        connection.produceOutput()
+    }
+
+    /// When `checkUnsent` reset the stream.
+    private var unsentResetAt: NIODeadline? = nil
 
     private func upstreamTimedOut() {
         guard let upstream else { return }

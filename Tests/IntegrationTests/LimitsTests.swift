@@ -124,6 +124,23 @@ struct LimitsTests {
         #expect(RawH2.frames(more.bytes).contains { $0.type == 1 && $0.stream == 3 }, "stream 3 got no response")
     }
 
+    /// A response that ended on the proxy's side but waits for a window the client never opens
+    /// (it fits below the stream's high-water mark, so the upstream was never paused) is reset
+    /// at the send timeout too: otherwise the stream, and with it the connection, stayed open
+    /// for ever.
+    @Test func anHTTP2ResponseLeftInAShutWindowIsResetAtTheSendTimeout() throws {
+        let s = try Stack(proxyArguments: ["--client-send-timeout", "2"])
+        let h2 = try RawClient(port: s.port)
+        let path = "/w?bytes=100000"  // 64 KiB fit the window; the rest waits
+        let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 1, UInt8(ascii: "a")]
+        h2.send(RawH2.preface + RawH2.frame(type: 4, flags: 0, stream: 0) + RawH2.frame(type: 1, flags: 0x5, stream: 1, block))
+        let r = h2.receiveBytes(timeout: 10) { b in RawH2.frames(b).contains { $0.type == 3 && $0.stream == 1 } }
+        let frames = RawH2.frames(r.bytes)
+        #expect(frames.contains { $0.type == 1 && $0.stream == 1 }, "no response HEADERS")
+        #expect(frames.contains { $0.type == 3 && $0.stream == 1 }, "stream 1 was not reset: \(frames.map { ($0.type, $0.stream) })")
+        #expect(s.proxy.output.contains("client took none of the response in time; resetting the stream"))
+    }
+
     /// A duration that is not one (a timer cannot hold it) stops the start with the flag's name,
     /// where `nan` used to crash the process when it was converted.
     @Test func durationFlagsThatAreNotDurationsAreRefusedByName() throws {
