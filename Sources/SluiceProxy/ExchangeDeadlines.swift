@@ -39,7 +39,10 @@ struct ExchangeDeadlines {
         case sendingRequest
         /// The request was sent whole; the response is awaited or streaming.
         case awaitingResponse
-        /// Nothing times out (a tunnel after 101, a finished exchange, a closing connection).
+        /// After a 101: raw bytes both ways, until neither side has sent one for the upstream
+        /// read limit (nginx's `proxy_read_timeout` ends an idle WebSocket the same way).
+        case tunnel
+        /// Nothing times out (a finished exchange, a closing connection).
         case unbounded
     }
 
@@ -50,6 +53,7 @@ struct ExchangeDeadlines {
         case upstreamSend
         case upstreamRead
         case clientSend
+        case tunnelIdle
     }
 
     private(set) var stage: Stage
@@ -166,6 +170,8 @@ struct ExchangeDeadlines {
             if upstreamOwes, let upstreamActivity,
                now - max(upstreamActivity, stageSince, clientUnblockedAt) >= limits.upstreamRead { return .upstreamRead }
             return nil
+        case .tunnel:
+            return now - max(lastClientBytes, upstreamActivity ?? stageSince, stageSince) >= limits.upstreamRead ? .tunnelIdle : nil
         case .unbounded:
             return nil
         }

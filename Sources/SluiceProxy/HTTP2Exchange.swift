@@ -624,8 +624,8 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             upstreamSend: tries.sendTimeout ?? loop.settings.upstreamReadTimeout,
             clientSend: loop.settings.clientSendTimeout)
         switch deadlines.expired(at: now, upstreamActivity: upstream?.lastUpstreamActivity, requestDone: requestDone, limits: limits) {
-        case nil, .idleConnection?, .head?:
-            return  // the connection's own timeouts are HTTP2ProxyConnection's
+        case nil, .idleConnection?, .head?, .tunnelIdle?:
+            return  // the connection's own timeouts are HTTP2ProxyConnection's; h2 has no tunnels
         case .clientBody?:
             if responseStarted {
                 abortStream()

@@ -699,7 +699,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .connecting: stage = .connecting
         case .forwardingBody: stage = .sendingRequest
         case .requestComplete: stage = .awaitingResponse
-        case .tunnel, .closing: stage = .unbounded
+        case .tunnel: stage = .tunnel
+        case .closing: stage = .unbounded
         }
         deadlines.enter(stage, at: loop.now)
     }
@@ -1368,6 +1369,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             upstreamTimedOut()
         case .upstreamRead?:
             upstreamTimedOut()
+        case .tunnelIdle?:
+            loop.logger.info("tunnel idle; closing", metadata: [
+                "client": "\(String(decoding: client.ip, as: UTF8.self))", "upstream": "\(endpoint?.description ?? "-")"])
+            forceClose()
         case .clientSend?:
             // The client stopped reading mid-response. Its upstream is not at fault: it was
             // paused for the client, and its attempt ends as abandoned, not failed.

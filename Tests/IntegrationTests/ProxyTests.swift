@@ -140,6 +140,35 @@ struct ProxyTests {
         }
     }
 
+    /// A tunnel that neither side uses for the upstream read timeout is closed, as nginx closes
+    /// an idle WebSocket at `proxy_read_timeout`; one in use stays open past it.
+    @Test func anIdleTunnelIsClosedAtTheReadTimeoutAndABusyOneIsNot() throws {
+        let s = try Stack(proxyArguments: ["--upstream-read-timeout", "2"])
+        func open() throws -> RawClient {
+            let c = try RawClient(port: s.port)
+            c.send("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            #expect(c.receive(until: "\r\n\r\n").text.hasPrefix("HTTP/1.1 101"))
+            return c
+        }
+        func ping(_ c: RawClient, _ msg: String) -> Bool {
+            let payload = Array(msg.utf8)
+            let mask: [UInt8] = [1, 2, 3, 4]
+            c.send([0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] })
+            return c.receive(until: msg, timeout: 2).text.hasSuffix(msg)
+        }
+        let idle = try open()
+        let busy = try open()
+        let start = Date()
+        for i in 0..<5 {  // 5 s of traffic on one, silence on the other
+            #expect(ping(busy, "msg \(i)"), "the busy tunnel stopped echoing at \(i)")
+            usleep(1_000_000)
+        }
+        let (_, closed) = idle.receiveUntilClosed(timeout: 1)
+        #expect(closed, "the idle tunnel is still open after \(Date().timeIntervalSince(start)) s")
+        #expect(ping(busy, "still here"))
+        #expect(s.proxy.output.contains("tunnel idle; closing"))
+    }
+
     @Test func backendDownIs502AndNoRouteIs404() throws {
         let s = try Stack()
         s.backends[0].process.stop()

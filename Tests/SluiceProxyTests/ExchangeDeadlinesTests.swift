@@ -166,11 +166,28 @@ import Testing
         #expect(expired(d, at: 22) == .clientSend, "long before the keep-alive limit")
     }
 
-    @Test func aTunnelOrAFinishedExchangeNeverTimesOutHere() {
+    @Test func aFinishedExchangeOrAClosingConnectionNeverTimesOutHere() {
         var d = ExchangeDeadlines(now: Self.t(0))
         d.upstreamWritability(false, at: Self.t(0))
         d.clientWritability(false, at: Self.t(0))
         d.enter(.unbounded, at: Self.t(0))
         #expect(expired(d, at: 1_000_000, upstream: 0) == nil)
+    }
+
+    /// A tunnel lives while either side sends; silent both ways for the upstream read limit, it
+    /// ends (nginx's `proxy_read_timeout` on a WebSocket).
+    @Test func aTunnelEndsWhenNeitherSideHasSentForTheReadLimit() {
+        var d = ExchangeDeadlines(now: Self.t(0))
+        d.enter(.tunnel, at: Self.t(10))
+        #expect(expired(d, at: 39.9, upstream: 5) == nil, "counted from the 101, not the upstream's last byte before it")
+        #expect(expired(d, at: 40, upstream: 5) == .tunnelIdle)
+        #expect(expired(d, at: 60, upstream: 35) == nil, "the upstream sent at 35 s")
+        d.clientBytes(at: Self.t(50))
+        #expect(expired(d, at: 79.9, upstream: 35) == nil, "the client sent at 50 s")
+        #expect(expired(d, at: 80, upstream: 35) == .tunnelIdle)
+        // A client that stops reading what the upstream pushes is cut at the send limit first.
+        d.clientWritability(false, at: Self.t(60))
+        d.clientBacklog(70_000, at: Self.t(60))
+        #expect(expired(d, at: 80, upstream: 79) == .clientSend)
     }
 }
