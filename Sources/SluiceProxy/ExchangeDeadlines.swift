@@ -65,9 +65,8 @@ struct ExchangeDeadlines {
     /// Since when the client's socket has been holding the response back (unwritable, so the
     /// proxy stopped reading the upstream for it); nil while the client takes what it is sent.
     private(set) var clientBlockedSince: NIODeadline? = nil
-    /// The smallest backlog seen since the client blocked, and when it went down last.
-    private var clientBacklog = Int.max
-    private var clientProgressAt: NIODeadline
+    /// What the client has taken since it blocked.
+    private var clientProgress: SendProgress
     /// When the client last stopped holding the response back: the upstream, paused for it
     /// until then, gets its read time afresh.
     private var clientUnblockedAt: NIODeadline
@@ -76,7 +75,7 @@ struct ExchangeDeadlines {
         self.stage = stage
         self.stageSince = now
         self.lastClientBytes = now
-        self.clientProgressAt = now
+        self.clientProgress = SendProgress(now: now)
         self.clientUnblockedAt = now
     }
 
@@ -118,8 +117,7 @@ struct ExchangeDeadlines {
             clientBlockedSince = nil
         } else if clientBlockedSince == nil {
             clientBlockedSince = now
-            clientProgressAt = now
-            clientBacklog = Int.max
+            clientProgress = SendProgress(now: now)
         }
     }
 
@@ -127,19 +125,19 @@ struct ExchangeDeadlines {
     /// since it blocked means it took some: a slow reader is not a stalled one. (While blocked,
     /// the proxy adds next to nothing: it reads no more from the upstream.)
     mutating func clientBacklog(_ bytes: Int, at now: NIODeadline) {
-        guard clientBlockedSince != nil, bytes < clientBacklog else { return }
-        clientBacklog = bytes
-        clientProgressAt = now
+        guard clientBlockedSince != nil else { return }
+        clientProgress.observe(buffered: bytes, at: now)
     }
 
     // MARK: The decision
 
-    /// The timeout that has run out at `now`, if any. `upstreamActivity` is the attached upstream
-    /// connection's last read (or its attach time); nil when none is attached.
     /// The client has held the response back and taken none of it for `limit`.
     func clientStalled(at now: NIODeadline, limit: TimeAmount) -> Bool {
-        clientBlockedSince != nil && now - clientProgressAt >= limit
+        clientBlockedSince != nil && clientProgress.stalled(at: now, timeout: limit)
     }
+
+    /// The timeout that has run out at `now`, if any. `upstreamActivity` is the attached upstream
+    /// connection's last read (or its attach time); nil when none is attached.
 
     func expired(at now: NIODeadline, upstreamActivity: NIODeadline?, requestDone: Bool, limits: Limits) -> Expiry? {
         if stage != .unbounded && clientStalled(at: now, limit: limits.clientSend) {

@@ -640,8 +640,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         case .clientSend?:
             // The client took none of this stream's response (its window stayed shut, or it
             // stopped reading the connection). The upstream, paused for it, is not at fault.
-            loop.logger.info("client took none of the response in time; resetting the stream", metadata: [
-                "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+            logStalledClient()
             abortStream()
         }
     }
@@ -662,8 +661,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         deadlines.clientWritability(false, at: now)  // from the first look, if not blocked before
         deadlines.clientBacklog(stream.pendingBytes, at: now)
         guard deadlines.clientStalled(at: now, limit: limit) else { return }
-        loop.logger.info("client took none of the response in time; resetting the stream", metadata: [
-            "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+        logStalledClient()
         unsentResetAt = now
         session.reset(stream, code: 8)  // CANCEL
         connection.produceOutput()
@@ -671,6 +669,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
 
     /// When `checkUnsent` reset the stream.
     private var unsentResetAt: NIODeadline? = nil
+
+    private func logStalledClient() {
+        loop.logger.info("client took none of the response in time; resetting the stream", metadata: [
+            "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+    }
 
     private func upstreamTimedOut() {
         guard let upstream else { return }

@@ -1262,7 +1262,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         needsFlush = false
         writeGathered()
         let ctx = context!
-        closeProgress = ClosingProgress(now: loop.now)
+        closeProgress = SendProgress(now: loop.now)
         if tls {
             // The response's last bytes and close_notify in one write, not one each.
             ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(), promise: nil)
@@ -1273,7 +1273,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    private var closeProgress: ClosingProgress? = nil
+    private var closeProgress: SendProgress? = nil
 
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }

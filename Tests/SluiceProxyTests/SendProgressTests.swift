@@ -4,10 +4,10 @@ import Testing
 @testable import SluiceProxy
 
 /// The send timeout of a connection closing after its response, on a manual clock.
-@Suite struct ClosingProgressTests {
+@Suite struct SendProgressTests {
     /// Looks at `buffered` bytes held `seconds` after an arbitrary origin; true: cut.
     struct Watch {
-        var progress = ClosingProgress(now: Watch.t(0))
+        var progress = SendProgress(now: Watch.t(0))
         let timeout: TimeAmount
 
         static func t(_ seconds: Double) -> NIODeadline {
