@@ -40,7 +40,7 @@ struct LimitsTests {
         open.removeFirst()  // closes one
         let served = waiting.receiveUntilClosed(timeout: 5).text
         #expect(served.contains("/fourth"), "\(served)")
-        #expect(s.proxy.output.contains("connection limit reached"))
+        #expect(s.proxy.shows("connection limit reached"))
     }
 
     /// Every connection's handler and pipeline must go when it closes. (They did not: the

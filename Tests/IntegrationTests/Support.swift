@@ -38,6 +38,8 @@ final class ChildProcess: @unchecked Sendable {
     private let out = Pipe()
     private let lock = NSLock()
     private var collected = Data()
+    /// The pipe reached end of file: everything the child (and its children) wrote is in `collected`.
+    private var drained = false
 
     init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
@@ -47,10 +49,12 @@ final class ChildProcess: @unchecked Sendable {
         process.standardError = out
         out.fileHandleForReading.readabilityHandler = { [weak self] h in
             let d = h.availableData
-            guard let self, !d.isEmpty else { return }
+            guard let self else { return }
             self.lock.lock()
-            self.collected.append(d)
+            if d.isEmpty { self.drained = true } else { self.collected.append(d) }
             self.lock.unlock()
+            // At end of file the handler would be called again and again.
+            if d.isEmpty { h.readabilityHandler = nil }
         }
         try process.run()
     }
@@ -61,7 +65,26 @@ final class ChildProcess: @unchecked Sendable {
         return String(decoding: collected, as: UTF8.self)
     }
 
+    private var isDrained: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return drained
+    }
+
     var pid: Int32 { process.processIdentifier }
+
+    /// Whether `text` shows up in the output within `timeout` seconds. The output arrives through a
+    /// pipe read on another thread, so a line the child wrote before the test's own observation
+    /// may not be here yet; a single look at `output` races it. Keeps looking after the child
+    /// exits too: what it wrote last may still be in the pipe.
+    func shows(_ text: String, within timeout: Double = 5) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if output.contains(text) { return true }
+            if Date() >= deadline { return false }
+            usleep(20_000)
+        }
+    }
 
     /// Waits until the output matches `pattern` and returns the first capture group.
     func waitFor(_ pattern: String, timeout: Double = 20) throws -> String {
@@ -85,7 +108,10 @@ final class ChildProcess: @unchecked Sendable {
     func waitForExit(timeout: Double = 20) -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        return process.isRunning ? nil : process.terminationStatus
+        if process.isRunning { return nil }
+        // What the child wrote last may still be in the pipe; callers read `output` next.
+        while !isDrained && Date() < deadline.addingTimeInterval(2) { usleep(5_000) }
+        return process.terminationStatus
     }
 
     func stop() {
