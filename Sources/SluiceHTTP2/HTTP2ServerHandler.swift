@@ -114,30 +114,47 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
     /// Pulls frames from nghttp2 and writes them. Called after every feed and by the application
     /// after it queued response bytes from outside a feed.
     public func produceOutput() {
-        guard let context, started, !receiving, !producing, !closing else { return }
+        guard let context, started, !receiving, !closing else { return }
+        guard !producing else {
+            // Asked again from inside our own flush: on a plain socket the flush writes at once,
+            // the channel turns writable again and says so while we are still here. Dropped,
+            // that was the only wake-up: the rest of a response waited for the next timeout
+            // tick (h2c downloads ran at 128 KiB per half second).
+            produceAgain = true
+            return
+        }
         producing = true
         defer { producing = false }
-        var fatal = false
-        // Each round's frames are written when the next round has some too; the last round's
-        // go with the flush, in one pass down the pipeline.
-        var last: ByteBuffer? = nil
-        while context.channel.isWritable {
-            var out = takeOutputBuffer()
-            if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
-            if out.readableBytes == 0 {
+        repeat {
+            produceAgain = false
+            var fatal = false
+            // Each round's frames are written when the next round has some too; the last
+            // round's go with the flush, in one pass down the pipeline.
+            var last: ByteBuffer? = nil
+            while context.channel.isWritable {
+                var out = takeOutputBuffer()
+                if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
+                if out.readableBytes == 0 {
+                    keepOutputBuffer(out)
+                    break
+                }
+                if let previous = last { context.write(wrapOutboundOut(previous), promise: nil) }
+                last = out
                 keepOutputBuffer(out)
-                break
+                // Short of the limit, nghttp2 had nothing more: no second round, whose buffer
+                // would have to be a new one (this one is not written yet).
+                if fatal || out.readableBytes < 64 * 1024 { break }
             }
-            if let previous = last { context.write(wrapOutboundOut(previous), promise: nil) }
-            last = out
-            keepOutputBuffer(out)
-            // Short of the limit, nghttp2 had nothing more: no second round, whose buffer would
-            // have to be a new one (this one is not written yet).
-            if fatal || out.readableBytes < 64 * 1024 { break }
-        }
-        if let last { context.writeAndFlush(wrapOutboundOut(last), promise: nil) }
-        if fatal || session.isFinished { closeAfterOutput() }
+            if let last { context.writeAndFlush(wrapOutboundOut(last), promise: nil) }
+            if fatal || session.isFinished {
+                closeAfterOutput()
+                return
+            }
+        } while produceAgain && !closing && context.channel.isWritable
     }
+
+    /// `produceOutput` was called while it ran.
+    private var produceAgain = false
 
     /// The last output buffer, written over by the next round once nothing else holds it (the TLS
     /// handler copies what it encrypts; NIO lets go once it has written): one 16 KiB allocation

@@ -655,7 +655,11 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         guard stream.pendingBytes > 0, let session else { return }
         let limit = loop.settings.clientSendTimeout
         if let resetAt = unsentResetAt {
-            if now - resetAt >= limit { connection.forceClose() }
+            if now - resetAt >= limit {
+                loop.logger.info("client read nothing; closing the connection", metadata: [
+                    "unsent": "\(stream.pendingBytes)", "protocol": "h2"])
+                connection.forceClose()
+            }
             return
         }
         deadlines.clientWritability(false, at: now)  // from the first look, if not blocked before

@@ -102,6 +102,18 @@ struct HTTP2Tests {
         #expect(h1.stdout.contains(#""backend":"h2""#))
     }
 
+    /// A large response over h2c comes at the pace of the sockets. On a plain socket the flush
+    /// at the end of an output round writes at once, and the channel reports itself writable
+    /// again while that round is still running: the handler dropped that wake-up, so the rest of
+    /// the response waited for the next 500 ms timeout tick (128 KiB per tick, 94 s for 50 MB).
+    /// The limit is a stall detector, not a speed target: 50 MB at the old pace needs 94 s.
+    @Test func aLargeResponseOverPriorKnowledgeDoesNotWaitForTheTimeoutTick() throws {
+        let f = try Fixture()
+        let r = try curl(["--http2-prior-knowledge", "-H", "Host: h2.local", "-o", "/dev/null", "-m", "30", "-w", "%{size_download}",
+                          "http://127.0.0.1:\(f.http)/big?bytes=50000000"], timeout: 40)
+        #expect(r.stdout == "50000000", "received \(r.stdout) bytes (curl exit \(r.status))")
+    }
+
     /// The method and target are read from the stream's pseudo-fields: a HEAD stream ends
     /// after the head (nghttp waits for the end of the stream, which curl -I does not), and an
     /// asterisk-form target is refused.

@@ -143,6 +143,28 @@ struct LimitsTests {
         _ = try s.proxy.waitFor("client took none of the response in time; resetting the stream", timeout: 5)
     }
 
+    /// A client that opens its windows wide and then reads nothing at all: the response fills
+    /// the sockets, the stream's reset cannot go out behind it, so the connection itself is
+    /// closed (the slow-read hold of CVE-2019-9517's class, at the connection level).
+    @Test func anHTTP2ClientThatReadsNothingLosesTheConnection() throws {
+        let s = try Stack(proxyArguments: ["--client-send-timeout", "1"])
+        let h2 = try RawClient(port: s.port)
+        let path = "/w?bytes=400000000"  // far more than the sockets between us hold
+        let block: [UInt8] = [0x82, 0x86, 0x04, UInt8(path.utf8.count)] + Array(path.utf8) + [0x01, 1, UInt8(ascii: "a")]
+        let wide: [UInt8] = [0x00, 0x04, 0x7F, 0xFF, 0xFF, 0xFF]  // SETTINGS_INITIAL_WINDOW_SIZE = 2^31 - 1
+        let connectionWindow: [UInt8] = [0x7F, 0xFF, 0x00, 0x00]  // WINDOW_UPDATE for the connection
+        h2.send(RawH2.preface + RawH2.frame(type: 4, flags: 0, stream: 0, wide) + RawH2.frame(type: 8, flags: 0, stream: 0, connectionWindow)
+                + RawH2.frame(type: 1, flags: 0x5, stream: 1, block))
+        // About three seconds: the sockets fill, then a send timeout without progress. (It
+        // took eleven while h2c output waited for the timeout tick to write more.)
+        _ = try s.proxy.waitFor("client took none of the response in time", timeout: 20)
+        // The reset cannot reach a client that reads nothing: the connection goes a send timeout
+        // or two later. Its close is seen once the client reads what the sockets held.
+        _ = try s.proxy.waitFor("client read nothing; closing the connection", timeout: 10)
+        let r = h2.receiveBytes(timeout: 20) { _ in false }
+        #expect(r.closed, "the connection is still open after \(r.bytes.count) bytes")
+    }
+
     /// A duration that is not one (a timer cannot hold it) stops the start with the flag's name,
     /// where `nan` used to crash the process when it was converted.
     @Test func durationFlagsThatAreNotDurationsAreRefusedByName() throws {
