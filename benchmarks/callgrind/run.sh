@@ -8,6 +8,9 @@
 #
 #   benchmarks/callgrind/run.sh                   (SCENARIOS="http https h2" N=2000)
 #   ANNOTATE=1 SCENARIOS=h2 benchmarks/callgrind/run.sh     (+ the costliest functions)
+#   SCENARIOS="https-close https-full" benchmarks/callgrind/run.sh   (a connection per request,
+#                                                    N_CONNECTIONS=200: handshake included)
+#   CACHE_SIM=1 benchmarks/callgrind/run.sh           (+ simulated cache misses per request)
 #
 # valgrind 3.19 needs two work-arounds here: the binary is measured with its debug information
 # stripped (it cannot read the DWARF 5 that Swift 6.3 writes; the symbol table stays), and
@@ -16,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SLUICE=${SLUICE:-.build/release/sluice}
 N=${N:-2000}
+N_CONNECTIONS=${N_CONNECTIONS:-200}
 SCENARIOS=${SCENARIOS:-"http https h2"}
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
@@ -27,7 +31,11 @@ source benchmarks/lib.sh
 trap stop_started EXIT
 
 "$out/sluice" echo --listen 127.0.0.1:18380 --name backend >/dev/null 2>&1 & pids+=($!)
-LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no \
+# CACHE_SIM=1: also simulate caches (32 KiB L1i, 48 KiB L1d, 1 MiB last level, fixed so that
+# two binaries compare the same way on any host) and report misses per request.
+cache=()
+[ -n "${CACHE_SIM:-}" ] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=1048576,16,64)
+LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
   --callgrind-out-file="$PWD/$out/callgrind.%p" \
   "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
   --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
@@ -35,7 +43,12 @@ proxy=$!; pids+=($proxy)
 wait_port 18380; wait_port 18381; wait_port 18391
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 
-total() { callgrind_annotate "$1" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
+# The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d and last-level
+# instruction misses (callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw).
+total() {
+  callgrind_annotate "$1" 2>/dev/null | sed -n 's/^ *\(.*\) PROGRAM TOTALS.*/\1/p' | tr -d , | sed 's/([^)]*)//g' |
+    awk -v sim="${CACHE_SIM:-}" '{ if (sim) print $1, $4, $5 + $6, $7; else print $1 }'
+}
 # One dump of the requests of one load: zero the counters, load, dump; prints the dump's file.
 measure() {  # NAME REQUESTS LOAD...
   local name=$1 n=$2; shift 2
@@ -48,19 +61,31 @@ measure() {  # NAME REQUESTS LOAD...
   ls -t "$out"/callgrind.$proxy.* | head -1
 }
 
-echo "| scenario | instructions per request |"
-echo "|---|---:|"
+if [ -n "${CACHE_SIM:-}" ]; then
+  echo "| scenario | instructions per request | L1i misses | L1d misses | LL instruction misses |"
+  echo "|---|---:|---:|---:|---:|"
+else
+  echo "| scenario | instructions per request |"
+  echo "|---|---:|"
+fi
 for s in $SCENARIOS; do
   case $s in
     http)  load=(h2load --h1 -t1 -c10 http://127.0.0.1:18381/) ;;
     https) load=(h2load --h1 -t1 -c10 https://127.0.0.1:18391/) ;;
     h2)    load=(h2load -t1 -c10 -m10 https://127.0.0.1:18391/) ;;
+    # A new TLS connection per request, resumed as wrk resumes (https-close) or not (https-full).
+    https-close) load=(python3 benchmarks/callgrind/tls-connections.py https://127.0.0.1:18391/) ;;
+    https-full)  load=(python3 benchmarks/callgrind/tls-connections.py --full https://127.0.0.1:18391/) ;;
     *) echo "unknown scenario $s" >&2; exit 1 ;;
   esac
-  "${load[@]}" -n 500 >/dev/null 2>&1  # warm: upstream pool, first-time allocations
-  small=$(measure "$s-small" "$N" "${load[@]}")
-  large=$(measure "$s-large" $((3 * N)) "${load[@]}")
-  echo "| $s | $(( ($(total "$large") - $(total "$small")) / (2 * N) )) |"
+  # A connection per request costs a handshake each: fewer of them give the same precision.
+  case $s in https-*) n=$N_CONNECTIONS ;; *) n=$N ;; esac
+  "${load[@]}" -n $((n / 4)) >/dev/null 2>&1  # warm: upstream pool, first-time allocations
+  small=$(measure "$s-small" "$n" "${load[@]}")
+  large=$(measure "$s-large" $((3 * n)) "${load[@]}")
+  python3 -c 'import sys; a, b, n = sys.argv[1].split(), sys.argv[2].split(), int(sys.argv[4])
+print("| " + sys.argv[3] + " | " + " | ".join(str((int(y) - int(x)) // n) for x, y in zip(a, b)) + " |")' \
+    "$(total "$small")" "$(total "$large")" "$s" $((2 * n))
   echo "$small $large" >"$out/$s.files"
 done | tee "$out/instructions.md"
 
@@ -69,7 +94,8 @@ if [ -n "${ANNOTATE:-}" ]; then
     echo
     echo "## $s: instructions per request by function (self cost)"
     read -r small large <"$out/$s.files"
-    python3 benchmarks/callgrind/per-function.py "$small" "$large" $((2 * N)) | (swift demangle --simplified 2>/dev/null || cat) | cut -c1-150
+    case $s in https-*) n=$N_CONNECTIONS ;; *) n=$N ;; esac
+    python3 benchmarks/callgrind/per-function.py "$small" "$large" $((2 * n)) | (swift demangle --simplified 2>/dev/null || cat) | cut -c1-150
   done
 fi
 echo "(raw callgrind files in $out)"
