@@ -251,10 +251,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if needsUpstreamFlush {
-            needsUpstreamFlush = false
-            upstream?.flush()
-        }
         flushIfNeeded()
         // Not passed on: this handler is the last of its pipeline, and the tail does nothing
         // with it (one pipeline hop less per read).
@@ -346,7 +342,13 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                         // The client half-closed inside its body (it arrived while we were still
                         // connecting): the body can never complete.
                         forceClose()
+                        return
                     }
+                    // Body bytes that came while the upstream connection was being opened were
+                    // held like pipelined requests, and past the bound reading stopped. They
+                    // have gone upstream now and the rest of the body is wanted: read again
+                    // (nothing else would resume the client, whose body then never came).
+                    if readGate.resumePipeline() { context.read() }
                     return
                 case .body(let range, let consumed):
                     let slice = inbound.getSlice(at: inbound.readerIndex + range.lowerBound, length: range.count)!
@@ -1025,7 +1027,14 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// Flushes what was written for the client, and for the upstream too: outside a client read
+    /// (an upstream connection that just opened, an upstream event) no `channelReadComplete`
+    /// follows to flush the request bytes written meanwhile.
     private func flushIfNeeded() {
+        if needsUpstreamFlush {
+            needsUpstreamFlush = false
+            upstream?.flush()
+        }
         if needsFlush {
             needsFlush = false
             flushClient()

@@ -109,6 +109,26 @@ struct ProxyTests {
         #expect(!rest.contains("\"expect\""), "Expect is answered by the proxy, not forwarded")
     }
 
+    /// A body sent without `Expect: 100-continue` (as browsers, Go's and Python's clients send
+    /// it) to an upstream the proxy must connect to first. The body bytes that came during the
+    /// connect were held like pipelined requests, and past their bound reading stopped; once
+    /// connected, nothing resumed reading and nothing flushed what had been written upstream, so
+    /// the request hung until the client gave up. curl sends `Expect` for large bodies, which
+    /// is why no test saw it.
+    @Test(arguments: [[String](), ["-H", "Transfer-Encoding: chunked"]])
+    func aLargeBodyWithoutExpectReachesANewUpstreamConnection(framing: [String]) throws {
+        let s = try Stack()
+        let size = 30_000_000
+        let file = scratchPath("sluice-body")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(count: size)))
+        // `close=1`: the backend closes after each answer, so every request opens a connection.
+        for _ in 0..<3 {
+            let r = try curl(["-sS", "-m", "20", "-H", "Expect:"] + framing + ["-T", file, "\(s.base)/upload?close=1"], timeout: 30)
+            let j = try json(r.stdout)
+            #expect(j["body_bytes"] as? Int == size, "\(r.stdout.prefix(300)) \(r.stderr)")
+        }
+    }
+
     @Test func largeBodiesStreamWithFlatMemory() throws {
         let s = try Stack()
         let size = 1 << 30  // 1 GiB each way
