@@ -14,6 +14,8 @@ RESPONSES = {
     b"/short": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
     b"/reset": b"",
     b"/good": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood",
+    # Answered from the head alone: the body is never read, and the close that follows resets it.
+    b"/early-413": b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
     # Well-formed but awkward: small chunks with a trailer; an informational response first;
     # the same pieces arriving one read at a time (a list is sent piece by piece, 50 ms apart).
     b"/small-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\nX-Sum: 4\r\n\r\n",
@@ -89,6 +91,20 @@ struct UpstreamFaultTests {
         // The proxy still serves afterwards.
         let good = try curl(["http://127.0.0.1:\(p)/good"])
         #expect(good.stdout == "good")
+    }
+
+    /// An upstream that answers from the head alone (413 here) and closes with the body unread:
+    /// the client gets that answer, over HTTP/1.1 with or without `Expect` and over h2c. Without
+    /// `Expect` this hung before 6f58abf (the request never even reached the upstream).
+    @Test func anAnswerSentBeforeTheBodyWasReadReachesTheClient() throws {
+        let f = try Fixture()
+        defer { withExtendedLifetime(f) {} }
+        let file = scratchPath("sluice-body")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(count: 5_000_000)))
+        for flags in [["-H", "Expect:"], [], ["--http2-prior-knowledge"]] {
+            let r = try curl(["-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}"] + flags + ["-T", file, "http://127.0.0.1:\(f.port)/early-413"], timeout: 30)
+            #expect(r.stdout == "413", "\(flags): \(r.stdout) (curl exit \(r.status))")
+        }
     }
 
     /// The proxy gathers small response pieces into one write; what the client receives must be
