@@ -138,7 +138,6 @@ struct ExchangeDeadlines {
 
     /// The timeout that has run out at `now`, if any. `upstreamActivity` is the attached upstream
     /// connection's last read (or its attach time); nil when none is attached.
-
     func expired(at now: NIODeadline, upstreamActivity: NIODeadline?, requestDone: Bool, limits: Limits) -> Expiry? {
         if stage != .unbounded && clientStalled(at: now, limit: limits.clientSend) {
             return .clientSend

@@ -642,6 +642,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
             // stopped reading the connection). The upstream, paused for it, is not at fault.
             logStalledClient()
             abortStream()
+            // That reset waits behind what the client did not take, as `checkUnsent`'s own
+            // would: from here that watch only closes the connection if even the reset stays.
+            unsentResetAt = now
         }
     }
 
