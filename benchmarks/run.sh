@@ -52,6 +52,7 @@ mkdir -p "$out/www"
 cat "$out/certs/default/tls.crt" "$out/certs/default/tls.key" > "$out/certs/combined.pem"
 source benchmarks/lib.sh
 trap stop_started EXIT
+gcc -O2 -o "$out/spin" benchmarks/spin.c
 
 # The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
 printf 'Hello, world!' > "$out/www/13"
@@ -205,6 +206,28 @@ reloads_applied() {
   esac
 }
 
+# MARK: the host's speed and the proxy's CPU, around each measured run
+
+# CPU ticks (user + system) of a proxy: its own and its direct children's, which are nginx's and
+# haproxy's workers under their masters.
+cpu_ticks() {  # pid
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    # Fields 14 and 15 after the command name, which may hold spaces: split after its ")".
+    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+# Writes RUN.host: the host's speed just before the run (benchmarks/spin.c: a CPU loop and TCP
+# round trips over loopback) and the proxy's CPU during it, which summarize.py turns into CPU
+# per request.
+measure_begin() { read -r spin_ms loopback_us < <("$out/spin"); ticks_before=$(cpu_ticks "$1"); }
+measure_end() {  # pid run
+  printf 'spin_ms %s\nloopback_us %s\ncpu_ticks %s\nticks_per_second %s\n' "$spin_ms" "$loopback_us" \
+    "$(( $(cpu_ticks "$1") - ticks_before ))" "$(getconf CLK_TCK)" > "$2.host"
+}
+
 mkdir -p "$out/empty-rules" "$out/reload-rules"
 wait_port $BACKEND_PORT
 {
@@ -237,7 +260,9 @@ for w in $WORKERS; do
           elif [ "$scheme" = h2 ]; then
             # warm the upstream pool, then measure; h2load stops itself after -D seconds
             h2load -t1 -c"$c" -m10 -D1 "$url" >/dev/null 2>&1 || true
+            measure_begin "$pid"
             h2load -t1 -c"$c" -m10 -D"$DURATION" --log-file="$run.log" "$url" > "$run.txt" 2>&1 || true
+            measure_end "$pid" "$run"
           elif [[ "$scheme" == reload* ]]; then
             : > "$out/nginx-proxy-error.log"
             if [ "$scheme" = reload-h2 ]; then
@@ -260,7 +285,9 @@ for w in $WORKERS; do
             echo "reloads: sent $sent, applied $(reloads_applied "$p")" >> "$run.txt"
           else
             wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
+            measure_begin "$pid"
             wrk -t1 -c"$c" -d"${DURATION}s" --latency "${extra[@]}" "$url" > "$run.txt" 2>&1 || true
+            measure_end "$pid" "$run"
           fi
           kill "$pid" 2>/dev/null || true
           wait "$pid" 2>/dev/null || true

@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Summarises a benchmarks/run.sh output folder: median req/s, p50, p99 per proxy, and Sluice's ratios."""
+"""Summarises a benchmarks/run.sh output folder: median req/s, p50, p99 per proxy, the proxy's CPU
+per request, the host's speed during the runs, and Sluice's ratios.
+
+The ratios are paired: each round ran the proxies back to back (A B C), so Sluice's req/s in a round
+is divided by the peer's in the same round, and the median of those per-round ratios is reported
+with their range. The host's speed swings by several times within minutes; runs seconds apart
+share it far more often than the medians of whole sets do."""
 import re, statistics, sys, pathlib, collections
 
 def reload_notes(t):
@@ -58,6 +64,22 @@ def parse(path):
         notes["no result"] += 1
     return (float(rps.group(1)) if rps else 0.0, lat(50), lat(99), int(errors.group(1)) if errors else 0, notes)
 
+def requests_done(t):
+    """Requests completed in the measured run (wrk: "N requests in"; h2load: "N done")."""
+    m = re.search(r"(\d+) requests in [\d.]+\w+,", t) or re.search(r"requests: \d+ total, \d+ started, (\d+) done", t)
+    return int(m.group(1)) if m else 0
+
+def host(path):
+    """RUN.host from run.sh: the host's speed before the run (the CPU loop's ms, a loopback round
+    trip's µs) and the proxy's CPU µs per request."""
+    f = path.with_suffix(".host")
+    if not f.exists():
+        return None, None
+    v = dict(line.split() for line in f.read_text().splitlines() if line.strip())
+    n = requests_done(path.read_text())
+    cpu = float(v["cpu_ticks"]) / float(v["ticks_per_second"]) * 1e6 / n if n else None
+    return (float(v["spin_ms"]), float(v.get("loopback_us", "nan"))), cpu
+
 def describe(non2xx, notes):
     """The errors column: what failed over all rounds, then how many reloads were applied."""
     parts = [f"{non2xx} non-2xx"] if non2xx else []
@@ -66,16 +88,20 @@ def describe(non2xx, notes):
         parts.append(f"{notes['reloads applied']} of {notes['reloads made']} reloads applied")
     return "; ".join(parts) if parts else "0"
 
+def median_of(values):
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None
+
 out = pathlib.Path(sys.argv[1])
 runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for f in sorted(out.glob("*-w*-c*-s*-r*-*.txt")):
     m = re.match(r"([\w-]+?)-w(\d+)-c(\d+)-s(\d+)-r(\d+)-([\w-]+)\.txt", f.name)
     scheme, w, c, s, r, proxy = m.groups()
-    runs[(scheme, int(w), int(c), int(s))][proxy].append(parse(f))
+    runs[(scheme, int(w), int(c), int(s))][proxy].append(parse(f) + host(f) + (int(r),))
 
 print((out / "meta.txt").read_text())
-print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | errors | sluice ÷ proxy (req/s) |")
-print("|---|---:|---:|---:|---|---:|---:|---:|---|---:|")
+print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | CPU µs/req | host: loop ms / loopback µs | errors | sluice ÷ proxy (req/s), per round: median (range) |")
+print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|")
 idle = {k: v for k, v in runs.items() if k[0] == "idle"}
 for key in idle:
     del runs[key]
@@ -86,17 +112,26 @@ for key in sorted(runs):
         med[proxy] = (statistics.median(x[0] for x in rs),
                       statistics.median(x[1] for x in rs if x[1] is not None) if any(x[1] for x in rs) else None,
                       statistics.median(x[2] for x in rs if x[2] is not None) if any(x[2] for x in rs) else None,
-                      sum(x[3] for x in rs), sum((x[4] for x in rs), collections.Counter()))
+                      sum(x[3] for x in rs), sum((x[4] for x in rs), collections.Counter()),
+                      median_of(x[6] for x in rs), median_of(x[5][0] for x in rs if x[5]), median_of(x[5][1] for x in rs if x[5]))
+    # Sluice's req/s ÷ the peer's, round by round.
+    by_round = {proxy: {x[7]: x[0] for x in rs} for proxy, rs in runs[key].items()}
+    def paired(peer):
+        ours, theirs = by_round.get("sluice", {}), by_round.get(peer, {})
+        rs = sorted(ours[r] / theirs[r] for r in ours if r in theirs and theirs[r])
+        if not rs: return ""
+        return f"{statistics.median(rs):.2f}" + (f" ({rs[0]:.2f}–{rs[-1]:.2f})" if len(rs) > 1 else "")
     order = ["sluice", "nginx", "haproxy", "sluice-off", "sluice-obs"]
     for proxy in order + sorted(p for p in med if p not in order):
         if proxy not in med: continue
-        rps, p50, p99, errs, sock = med[proxy]
+        rps, p50, p99, errs, sock, cpu, spin, loopback = med[proxy]
         if proxy == "sluice-obs" and "sluice-off" in med and med["sluice-off"][0]:
             ratio = f"obs ÷ off = {rps / med['sluice-off'][0]:.3f}"
         else:
-            ratio = "" if proxy.startswith("sluice") or not rps else f"{med['sluice'][0] / rps:.2f}" if "sluice" in med else ""
+            ratio = "" if proxy.startswith("sluice") or not rps else paired(proxy)
         e = describe(errs, sock)
-        print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | {e} | {ratio} |")
+        print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | "
+              f"{f'{cpu:.1f}' if cpu is not None else '-'} | {f'{spin:.0f} / {loopback:.1f}' if spin is not None else '-'} | {e} | {ratio} |")
 
 if idle:
     print()
