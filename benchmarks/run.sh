@@ -208,24 +208,28 @@ reloads_applied() {
 
 # MARK: the host's speed and the proxy's CPU, around each measured run
 
-# CPU ticks (user + system) of a proxy: its own and its direct children's, which are nginx's and
+# CPU ticks of a proxy, "user system": its own and its direct children's, which are nginx's and
 # haproxy's workers under their masters.
 cpu_ticks() {  # pid
-  local total=0 p
+  local user=0 sys=0 p u k
   for p in $1 $(pgrep -P "$1" || true); do
     [ -r "/proc/$p/stat" ] || continue
-    # Fields 14 and 15 after the command name, which may hold spaces: split after its ")".
-    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    # utime and stime are fields 14 and 15; the command name before them may hold spaces, so
+    # the fields are counted from its ")".
+    read -r u k < <(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+    user=$((user + u)); sys=$((sys + k))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 # Writes RUN.host: the host's speed just before the run (benchmarks/spin.c: a CPU loop and TCP
-# round trips over loopback) and the proxy's CPU during it, which summarize.py turns into CPU
-# per request.
-measure_begin() { read -r spin_ms loopback_us < <("$out/spin"); ticks_before=$(cpu_ticks "$1"); }
+# round trips over loopback) and the proxy's user and system CPU during it, which summarize.py
+# turns into CPU per request.
+measure_begin() { read -r spin_ms loopback_us < <("$out/spin"); read -r user_before sys_before < <(cpu_ticks "$1"); }
 measure_end() {  # pid run
-  printf 'spin_ms %s\nloopback_us %s\ncpu_ticks %s\nticks_per_second %s\n' "$spin_ms" "$loopback_us" \
-    "$(( $(cpu_ticks "$1") - ticks_before ))" "$(getconf CLK_TCK)" > "$2.host"
+  local user sys
+  read -r user sys < <(cpu_ticks "$1")
+  printf 'spin_ms %s\nloopback_us %s\nuser_ticks %s\nsys_ticks %s\nticks_per_second %s\n' "$spin_ms" "$loopback_us" \
+    "$((user - user_before))" "$((sys - sys_before))" "$(getconf CLK_TCK)" > "$2.host"
 }
 
 mkdir -p "$out/empty-rules" "$out/reload-rules"

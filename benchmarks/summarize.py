@@ -71,13 +71,14 @@ def requests_done(t):
 
 def host(path):
     """RUN.host from run.sh: the host's speed before the run (the CPU loop's ms, a loopback round
-    trip's µs) and the proxy's CPU µs per request."""
+    trip's µs) and the proxy's CPU µs per request (user, system)."""
     f = path.with_suffix(".host")
     if not f.exists():
         return None, None
     v = dict(line.split() for line in f.read_text().splitlines() if line.strip())
     n = requests_done(path.read_text())
-    cpu = float(v["cpu_ticks"]) / float(v["ticks_per_second"]) * 1e6 / n if n else None
+    per = 1e6 / float(v["ticks_per_second"]) / n if n else None
+    cpu = (float(v["user_ticks"]) * per, float(v["sys_ticks"]) * per) if per and "user_ticks" in v else None
     return (float(v["spin_ms"]), float(v.get("loopback_us", "nan"))), cpu
 
 def describe(non2xx, notes):
@@ -100,7 +101,7 @@ for f in sorted(out.glob("*-w*-c*-s*-r*-*.txt")):
     runs[(scheme, int(w), int(c), int(s))][proxy].append(parse(f) + host(f) + (int(r),))
 
 print((out / "meta.txt").read_text())
-print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | CPU µs/req | host: loop ms / loopback µs | errors | sluice ÷ proxy (req/s), per round: median (range) |")
+print("| scheme | workers | conns | body | proxy | median req/s | p50 ms | p99 ms | CPU µs/req (user + sys) | host: loop ms / loopback µs | errors | sluice ÷ proxy (req/s), per round: median (range) |")
 print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|")
 idle = {k: v for k, v in runs.items() if k[0] == "idle"}
 for key in idle:
@@ -113,7 +114,7 @@ for key in sorted(runs):
                       statistics.median(x[1] for x in rs if x[1] is not None) if any(x[1] for x in rs) else None,
                       statistics.median(x[2] for x in rs if x[2] is not None) if any(x[2] for x in rs) else None,
                       sum(x[3] for x in rs), sum((x[4] for x in rs), collections.Counter()),
-                      median_of(x[6] for x in rs), median_of(x[5][0] for x in rs if x[5]), median_of(x[5][1] for x in rs if x[5]))
+                      median_of(x[6][0] for x in rs if x[6]), median_of(x[6][1] for x in rs if x[6]), median_of(x[5][0] for x in rs if x[5]), median_of(x[5][1] for x in rs if x[5]))
     # Sluice's req/s ÷ the peer's, round by round.
     by_round = {proxy: {x[7]: x[0] for x in rs} for proxy, rs in runs[key].items()}
     def paired(peer):
@@ -124,14 +125,14 @@ for key in sorted(runs):
     order = ["sluice", "nginx", "haproxy", "sluice-off", "sluice-obs"]
     for proxy in order + sorted(p for p in med if p not in order):
         if proxy not in med: continue
-        rps, p50, p99, errs, sock, cpu, spin, loopback = med[proxy]
+        rps, p50, p99, errs, sock, user, sys_, spin, loopback = med[proxy]
         if proxy == "sluice-obs" and "sluice-off" in med and med["sluice-off"][0]:
             ratio = f"obs ÷ off = {rps / med['sluice-off'][0]:.3f}"
         else:
             ratio = "" if proxy.startswith("sluice") or not rps else paired(proxy)
         e = describe(errs, sock)
         print(f"| {scheme} | {w} | {c} | {s} B | {proxy} | {rps:,.0f} | {p50 if p50 is not None else '-':.3} | {p99 if p99 is not None else '-':.3} | "
-              f"{f'{cpu:.1f}' if cpu is not None else '-'} | {f'{spin:.0f} / {loopback:.1f}' if spin is not None else '-'} | {e} | {ratio} |")
+              f"{f'{user:.1f} + {sys_:.1f}' if user is not None else '-'} | {f'{spin:.0f} / {loopback:.1f}' if spin is not None else '-'} | {e} | {ratio} |")
 
 if idle:
     print()
