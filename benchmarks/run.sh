@@ -224,7 +224,12 @@ cpu_ticks() {  # pid
 # Writes RUN.host: the host's speed just before the run (benchmarks/spin.c: a CPU loop and TCP
 # round trips over loopback) and the proxy's user and system CPU during it, which summarize.py
 # turns into CPU per request.
-measure_begin() { read -r spin_ms loopback_us < <("$out/spin"); read -r user_before sys_before < <(cpu_ticks "$1"); }
+# A failed probe leaves "-" in the file rather than stopping the benchmark.
+measure_begin() {
+  read -r spin_ms loopback_us < <("$out/spin" || true) || true
+  spin_ms=${spin_ms:--}; loopback_us=${loopback_us:--}
+  read -r user_before sys_before < <(cpu_ticks "$1")
+}
 measure_end() {  # pid run
   local user sys
   read -r user sys < <(cpu_ticks "$1")

@@ -79,7 +79,10 @@ def host(path):
     n = requests_done(path.read_text())
     per = 1e6 / float(v["ticks_per_second"]) / n if n else None
     cpu = (float(v["user_ticks"]) * per, float(v["sys_ticks"]) * per) if per and "user_ticks" in v else None
-    return (float(v["spin_ms"]), float(v.get("loopback_us", "nan"))), cpu
+    def number(key):
+        try: return float(v.get(key, "nan"))
+        except ValueError: return float("nan")  # "-": the probe failed
+    return (number("spin_ms"), number("loopback_us")), cpu
 
 def describe(non2xx, notes):
     """The errors column: what failed over all rounds, then how many reloads were applied."""
