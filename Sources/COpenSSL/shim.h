@@ -51,6 +51,15 @@ static inline size_t sluice_BIO_pending(BIO *b) {
     return (size_t)BIO_pending(b);
 }
 
+/// What a BIO's read callback reports when it has nothing yet: "retry once more has arrived".
+static inline void sluice_BIO_set_retry_read(BIO *b) {
+    BIO_set_retry_read(b);
+}
+
+static inline void sluice_BIO_clear_retry_flags(BIO *b) {
+    BIO_clear_retry_flags(b);
+}
+
 static inline long sluice_SSL_session_reused(SSL *ssl) {
     return (long)SSL_session_reused(ssl);
 }

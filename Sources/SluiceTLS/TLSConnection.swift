@@ -1,8 +1,9 @@
 import COpenSSL
 import NIOCore
 
-/// One server-side TLS session (the one Swift type that owns its `SSL`), over two memory BIOs:
-/// ciphertext goes in with `feed`, comes out with `drainCiphertext`; it never touches a socket.
+/// One server-side TLS session (the one Swift type that owns its `SSL`). It never touches a
+/// socket: ciphertext goes in with `feed` and comes out with `takeCiphertext`, through a BIO of
+/// its own (see `SluiceBIO` below) that reads from and writes into `ByteBuffer`s.
 final class TLSConnection {
     enum Step {
         case done
@@ -12,22 +13,31 @@ final class TLSConnection {
     }
 
     private let ssl: OpaquePointer
-    private let rbio: OpaquePointer
-    private let wbio: OpaquePointer
+
+    /// Ciphertext fed and not yet read by OpenSSL; nil when there is none, so that the receive
+    /// buffer it came in goes back to NIO's pool as soon as it is consumed.
+    fileprivate var inbound: ByteBuffer? = nil
+    /// Ciphertext OpenSSL has written and the handler has not taken yet.
+    fileprivate var outbound: ByteBuffer? = nil
+    /// The buffer taken last time, to write the next ciphertext into once the channel has let go
+    /// of it (the usual case between keep-alive requests), so that sending costs no allocation.
+    private var spare: ByteBuffer? = nil
 
     /// `initial`: the context the handshake starts on; `store`: where the SNI callback looks
     /// (it must outlive the connection).
     init(initial: TLSContext, store: CertificateStoreBox) throws {
         guard let ssl = SSL_new(initial.ctx) else { throw TLSError("SSL_new") }
         _ = sluice_SSL_set_app_data(ssl, Unmanaged.passUnretained(store).toOpaque())
-        guard let r = BIO_new(BIO_s_mem()), let w = BIO_new(BIO_s_mem()) else {
+        guard let bio = BIO_new(SluiceBIO.method) else {
             SSL_free(ssl)
             throw TLSError("BIO_new")
         }
         self.ssl = ssl
-        rbio = r
-        wbio = w
-        SSL_set_bio(ssl, r, w)  // the SSL owns both BIOs from here
+        // Unretained: the connection owns the SSL, which owns the BIO, and OpenSSL calls the BIO
+        // only from inside this connection's own calls.
+        BIO_set_data(bio, Unmanaged.passUnretained(self).toOpaque())
+        BIO_set_init(bio, 1)
+        SSL_set_bio(ssl, bio, bio)  // one BIO both ways; the SSL owns it from here
         SSL_set_accept_state(ssl)
     }
 
@@ -36,13 +46,13 @@ final class TLSConnection {
     }
 
     func feed(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { p in
-            var off = 0
-            while off < p.count {
-                let n = BIO_write(rbio, p.baseAddress! + off, Int32(min(p.count - off, Int(Int32.max))))
-                if n <= 0 { return }
-                off += Int(n)
-            }
+        guard buffer.readableBytes > 0 else { return }
+        if inbound == nil {
+            inbound = buffer
+        } else {
+            // Part of a record was left from the last read: rare, and the only copy on this side.
+            var more = buffer
+            inbound!.writeBuffer(&more)
         }
     }
 
@@ -69,7 +79,7 @@ final class TLSConnection {
     /// Nothing is left to decrypt: no plaintext or record bytes inside OpenSSL and no ciphertext
     /// fed but not yet read. A further `read` could only answer `.wantRead`, and asking cost a
     /// failed `SSL_read_ex` and its error-queue work on every request.
-    var hasNothingToRead: Bool { SSL_has_pending(ssl) == 0 && sluice_BIO_pending(rbio) == 0 }
+    var hasNothingToRead: Bool { SSL_has_pending(ssl) == 0 && inbound == nil }
 
     func write(_ buffer: ByteBuffer) -> Step {
         var failure: Step? = nil
@@ -87,14 +97,13 @@ final class TLSConnection {
         return failure ?? .done
     }
 
-    /// How many bytes of ciphertext OpenSSL has ready to send.
-    var pendingCiphertext: Int { sluice_BIO_pending(wbio) }
-
-    /// Moves `count` bytes of ciphertext (see `pendingCiphertext`) into `out`.
-    func drainCiphertext(into out: inout ByteBuffer, count: Int) {
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { p in
-            Int(BIO_read(wbio, p.baseAddress, Int32(count)))
-        }
+    /// The ciphertext OpenSSL has written since the last call, if any. The buffer is kept (unless
+    /// it grew past a record) to be written into again next time.
+    func takeCiphertext() -> ByteBuffer? {
+        guard let out = outbound else { return nil }
+        outbound = nil
+        spare = out.capacity <= 17 * 1024 ? out : nil
+        return out
     }
 
     func shutdown() {
@@ -130,5 +139,92 @@ final class TLSConnection {
         default:
             return .failed(TLSError("TLS error \(e)").description)
         }
+    }
+
+    /// An idle connection gives its kept buffer back.
+    func releaseSpare() {
+        spare = nil
+    }
+
+    // MARK: - The BIO's side
+
+    fileprivate func bioRead(into p: UnsafeMutableRawBufferPointer, bio: OpaquePointer) -> Int32 {
+        guard inbound != nil else {
+            sluice_BIO_set_retry_read(bio)
+            return -1
+        }
+        let n = min(p.count, inbound!.readableBytes)
+        inbound!.readWithUnsafeReadableBytes { src in
+            p.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: n)
+            return n
+        }
+        if inbound!.readableBytes == 0 { inbound = nil }
+        return Int32(n)
+    }
+
+    fileprivate func bioWrite(_ p: UnsafeRawBufferPointer) -> Int32 {
+        if outbound == nil {
+            if var b = spare.take() {
+                b.clear(minimumCapacity: p.count)
+                outbound = b
+            } else {
+                outbound = ByteBufferAllocator().buffer(capacity: max(p.count, 1024))
+            }
+        }
+        outbound!.writeBytes(p)
+        return Int32(p.count)
+    }
+}
+
+// MARK: - SluiceBIO
+
+/// A source/sink BIO over `TLSConnection`'s buffers. Two memory BIOs cost a copy into and out
+/// of each, and every `BIO_pending`-style control call OpenSSL makes (about sixteen per request)
+/// went through the memory BIO's control function; here those are a few comparisons.
+private enum SluiceBIO {
+    /// Made once; OpenSSL keeps only a pointer to it in each BIO.
+    nonisolated(unsafe) static let method: OpaquePointer = {
+        let m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sluice")!
+        _ = BIO_meth_set_read(m, sluiceBIORead)
+        _ = BIO_meth_set_write(m, sluiceBIOWrite)
+        _ = BIO_meth_set_ctrl(m, sluiceBIOCtrl)
+        return m
+    }()
+}
+
+private func connection(of bio: OpaquePointer) -> Unmanaged<TLSConnection>? {
+    BIO_get_data(bio).map { Unmanaged<TLSConnection>.fromOpaque($0) }
+}
+
+private func sluiceBIORead(_ bio: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ len: Int32) -> Int32 {
+    guard let bio else { return -1 }
+    sluice_BIO_clear_retry_flags(bio)
+    guard let buf, len > 0, let c = connection(of: bio) else { return 0 }
+    return c._withUnsafeGuaranteedRef { $0.bioRead(into: UnsafeMutableRawBufferPointer(start: buf, count: Int(len)), bio: bio) }
+}
+
+private func sluiceBIOWrite(_ bio: OpaquePointer?, _ buf: UnsafePointer<CChar>?, _ len: Int32) -> Int32 {
+    guard let bio else { return -1 }
+    sluice_BIO_clear_retry_flags(bio)
+    guard let buf, len > 0, let c = connection(of: bio) else { return 0 }
+    return c._withUnsafeGuaranteedRef { $0.bioWrite(UnsafeRawBufferPointer(start: buf, count: Int(len))) }
+}
+
+private func sluiceBIOCtrl(_ bio: OpaquePointer?, _ cmd: Int32, _ larg: Int, _ parg: UnsafeMutableRawPointer?) -> Int {
+    guard let bio else { return 0 }
+    switch cmd {
+    case BIO_CTRL_FLUSH:
+        return 1  // nothing is buffered between OpenSSL and `outbound`
+    case BIO_CTRL_PENDING:
+        return connection(of: bio).map { $0._withUnsafeGuaranteedRef { $0.inbound?.readableBytes ?? 0 } } ?? 0
+    case BIO_CTRL_WPENDING:
+        return connection(of: bio).map { $0._withUnsafeGuaranteedRef { $0.outbound?.readableBytes ?? 0 } } ?? 0
+    case BIO_CTRL_GET_CLOSE:
+        return Int(BIO_get_shutdown(bio))
+    case BIO_CTRL_SET_CLOSE:
+        BIO_set_shutdown(bio, Int32(larg))
+        return 1
+    default:
+        return 0  // not supported: kTLS, duplication and the like
     }
 }

@@ -149,10 +149,9 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     // MARK: - Reused buffers
 
-    /// The last plaintext passed up and the last ciphertext written, kept to be written over once
-    /// nobody else holds them (`clear` copies when someone still does, as it must).
+    /// The last plaintext passed up, kept to be written over once nobody else holds it (`clear`
+    /// copies when someone still does, as it must). The ciphertext's is `TLSConnection`'s.
     private var plaintextScratch: ByteBuffer? = nil
-    private var ciphertextScratch: ByteBuffer? = nil
 
     /// Moved out, not copied: our own second reference would make `clear` copy. (Leaving
     /// `ByteBuffer()` behind retained NIO's one shared empty buffer, whose reference count every
@@ -170,13 +169,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {
-        guard let connection else { return nil }
-        let pending = connection.pendingCiphertext
-        if pending == 0 { return nil }
-        var out = Self.reuse(&ciphertextScratch, capacity: pending)
-        connection.drainCiphertext(into: &out, count: pending)
-        Self.keep(out, in: &ciphertextScratch)
-        return out
+        connection?.takeCiphertext()
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
@@ -305,7 +298,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         if event is TLSReleaseBuffers {
             plaintextScratch = nil
-            ciphertextScratch = nil
+            connection?.releaseSpare()
             if gathered.readableBytes == 0 { gathered = ByteBuffer() }
             promise?.succeed(())
             return
