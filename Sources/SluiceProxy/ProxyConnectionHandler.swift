@@ -152,7 +152,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func read(context: ChannelHandlerContext) {
-        if readGate.requestRead() { context.read() }
+        // Lingering reads whatever comes: a paused read would keep the client's bytes unread.
+        if lingering || readGate.requestRead() { context.read() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -289,6 +290,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             case .forwardingBody where !requestDone:
                 // The body can never complete.
                 forceClose()
+            case .closing where lingering:
+                // The client has read to our end and closed: nothing more will come.
+                context.close(promise: nil)
             default:
                 break
             }
@@ -976,6 +980,14 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func closeAfterFlush() {
         guard !closeScheduled else { return }
         closeScheduled = true
+        // The client may still be sending: a body the answer came before (the upstream's or our
+        // own 413), or requests pipelined after this one. A close with its bytes unread would
+        // reset the connection and could destroy the answer before the client reads it (RFC 9112
+        // §9.6): shut the write side instead, drop what arrives, and close when the client does
+        // or after a few seconds. Not for a head that never completed (a 408 or a 400): that
+        // client gets no more time than the timeout already gave it.
+        let bodyInFlight = requestFraming != .none && !requestDone
+        let linger = !clientInputClosed && (bodyInFlight || phase != .awaitingHead && inbound.readableBytes > 0)
         if let upstream {
             self.upstream = nil
             upstream.close()
@@ -985,17 +997,30 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         writeGathered()
         let ctx = context!
         closeProgress = SendProgress(now: loop.now)
+        if linger {
+            lingering = true
+            ctx.read()  // reading may have been paused for backpressure
+        }
         if tls {
             // The response's last bytes and close_notify in one write, not one each.
-            ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(), promise: nil)
+            ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(linger: linger, lingerTimeout: Self.lingerTimeout), promise: nil)
         } else {
-            ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
-                ctx.close(promise: nil)
+            ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
+                guard linger, case .success = result else {
+                    ctx.close(promise: nil)
+                    return
+                }
+                ctx.close(mode: .output, promise: nil)
+                ctx.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTimeout) { ctx.close(promise: nil) }
             }
         }
     }
 
     private var closeProgress: SendProgress? = nil
+    /// Closing, with the client's input read and dropped until it closes (see `closeAfterFlush`).
+    private var lingering = false
+    /// nginx's `lingering_timeout`.
+    static let lingerTimeout = TimeAmount.seconds(5)
 
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }

@@ -18,8 +18,19 @@ public struct TLSHandshakeFailed: Sendable {
 /// An outbound user event: end the connection once everything written before it is sent. The
 /// plaintext not yet encrypted and close_notify leave in one write, and the socket closes when
 /// that write completes (a `close` instead sends close_notify and closes at once).
+///
+/// `linger`: the client may still be sending (a request body the proxy answered before reading
+/// it all). Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the response in the client's buffers before it reads it (RFC 9112 §9.6). So the write side is
+/// shut after close_notify, input is read and dropped, and the socket closes when the client
+/// closes its side or after `lingerTimeout`, whichever comes first.
 public struct TLSCloseAfterFlush: Sendable {
-    public init() {}
+    public var linger: Bool
+    public var lingerTimeout: TimeAmount
+    public init(linger: Bool = false, lingerTimeout: TimeAmount = .seconds(5)) {
+        self.linger = linger
+        self.lingerTimeout = lingerTimeout
+    }
 }
 
 /// An outbound user event: the connection has gone idle, so the buffers kept to be written over
@@ -303,7 +314,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             promise?.succeed(())
             return
         }
-        guard event is TLSCloseAfterFlush else {
+        guard let closing = event as? TLSCloseAfterFlush else {
             context.triggerUserOutboundEvent(event, promise: promise)
             return
         }
@@ -323,9 +334,18 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         }
         context.flush()
         // A `close` meanwhile (a timeout) closes at once, which fails `sent`: nothing waits longer.
-        sent.futureResult.assumeIsolated().whenComplete { _ in
-            self.state = .closed
-            context.close(promise: promise)
+        sent.futureResult.assumeIsolated().whenComplete { result in
+            self.state = .closed  // from here, input is dropped unread
+            guard closing.linger, case .success = result else {
+                context.close(promise: promise)
+                return
+            }
+            // The client's close (the proxy handler closes on `inputClosed`) or the timeout ends it.
+            context.close(mode: .output, promise: nil)
+            context.eventLoop.assumeIsolated().scheduleTask(in: closing.lingerTimeout) {
+                context.close(promise: nil)
+            }
+            promise?.succeed(())
         }
     }
 

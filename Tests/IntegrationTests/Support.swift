@@ -303,15 +303,17 @@ final class RawClient {
 
     deinit { close(fd) }
 
-    func send(_ s: String) { send(Array(s.utf8)) }
+    @discardableResult func send(_ s: String) -> Bool { send(Array(s.utf8)) }
 
-    func send(_ bytes: [UInt8]) {
+    /// False when the connection refused the bytes (reset, or closed for writing).
+    @discardableResult func send(_ bytes: [UInt8]) -> Bool {
         var off = 0
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
+            if n <= 0 { return false }
             off += n
         }
+        return true
     }
 
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }

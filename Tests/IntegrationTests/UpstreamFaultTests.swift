@@ -107,6 +107,32 @@ struct UpstreamFaultTests {
         }
     }
 
+    /// RFC 9112 §9.6: the proxy answered before it had read the body and ends the connection,
+    /// while the client is still sending. Closing at once would reset the connection under the
+    /// client (curl then stops at its failed send and never reads the 413, which under load
+    /// happened in about one upload in ten). The proxy shuts only its write side, drops what
+    /// still arrives, and closes when the client has closed its side.
+    @Test func aClientStillSendingAfterAnEarlyAnswerIsNotReset() throws {
+        let f = try Fixture()
+        defer { withExtendedLifetime(f) {} }
+        let c = try RawClient(port: f.port)
+        let chunk = [UInt8](repeating: 0x7A, count: 65_536)
+        c.send("PUT /early-413 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+        c.send(chunk)
+        // Time for the 413 to come back through the proxy; the client does not read it yet.
+        Thread.sleep(forTimeInterval: 0.5)
+        var accepted = true
+        for _ in 0..<8 where accepted {
+            accepted = c.send(chunk)
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(accepted, "the connection was reset while the client was still sending its body")
+        let answer = c.receive(until: "too large")
+        #expect(answer.text.hasPrefix("HTTP/1.1 413"), "\(answer.text.prefix(60))")
+        c.shutdownWrite()
+        #expect(c.receive(timeout: 5).closed, "the proxy closes once the client has")
+    }
+
     /// The proxy gathers small response pieces into one write; what the client receives must be
     /// the same bytes, in order, with the framing intact for the next request on the connection.
     @Test func smallResponsePiecesArriveWholeAndInOrder() throws {
