@@ -290,8 +290,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             case .forwardingBody where !requestDone:
                 // The body can never complete.
                 forceClose()
-            case .closing where lingering:
-                // The client has read to our end and closed: nothing more will come.
+            case .closing where lingering && !tls && outputShut:
+                // The client has read to our end and closed: nothing more will come. (Before our
+                // last write completes, the completion sees `clientInputClosed` and closes; over
+                // TLS the TLS handler lingers and closes.)
                 context.close(promise: nil)
             default:
                 break
@@ -1006,11 +1008,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(linger: linger, lingerTimeout: Self.lingerTimeout), promise: nil)
         } else {
             ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
-                guard linger, case .success = result else {
+                guard linger, !self.clientInputClosed, case .success = result else {
                     ctx.close(promise: nil)
                     return
                 }
                 ctx.close(mode: .output, promise: nil)
+                self.outputShut = true
                 ctx.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTimeout) { ctx.close(promise: nil) }
             }
         }
@@ -1019,6 +1022,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var closeProgress: SendProgress? = nil
     /// Closing, with the client's input read and dropped until it closes (see `closeAfterFlush`).
     private var lingering = false
+    /// Lingering, and the last response byte is out: our side is shut, the client's is awaited.
+    private var outputShut = false
     /// nginx's `lingering_timeout`.
     static let lingerTimeout = TimeAmount.seconds(5)
 

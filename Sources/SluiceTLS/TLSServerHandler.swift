@@ -65,6 +65,11 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var firedRead = false
     private var fedBytes = 0
+    /// A `TLSCloseAfterFlush` with `linger` is in progress; `outputShut` once close_notify is out
+    /// and the write side shut; `peerClosed` if the client closed its side first.
+    private var lingering = false
+    private var outputShut = false
+    private var peerClosed = false
 
     public init(front: TLSFrontContext) {
         self.front = front.context
@@ -280,6 +285,13 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        if let e = event as? ChannelEvent, e == .inputClosed, lingering {
+            // The client has closed its side: close now if our last bytes are out, else as soon
+            // as they are.
+            peerClosed = true
+            if outputShut { context.close(promise: nil) }
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -324,6 +336,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             return
         }
         state = .closing
+        lingering = closing.linger
         connection.shutdown()
         // Writes complete in order: when this one has, so has everything before it.
         let sent = context.eventLoop.makePromise(of: Void.self)
@@ -336,12 +349,13 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         // A `close` meanwhile (a timeout) closes at once, which fails `sent`: nothing waits longer.
         sent.futureResult.assumeIsolated().whenComplete { result in
             self.state = .closed  // from here, input is dropped unread
-            guard closing.linger, case .success = result else {
+            guard closing.linger, !self.peerClosed, case .success = result else {
                 context.close(promise: promise)
                 return
             }
-            // The client's close (the proxy handler closes on `inputClosed`) or the timeout ends it.
+            // The client's close (`inputClosed` above) or the timeout ends it.
             context.close(mode: .output, promise: nil)
+            self.outputShut = true
             context.eventLoop.assumeIsolated().scheduleTask(in: closing.lingerTimeout) {
                 context.close(promise: nil)
             }
