@@ -288,8 +288,16 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 process()
                 flushIfNeeded()
             case .forwardingBody where !requestDone:
-                // The body can never complete.
-                forceClose()
+                if responseStarted {
+                    // The body can never complete, but the upstream is answering already (an
+                    // answer that came before the body): let the answer finish, then close.
+                    // The upstream connection is not reused (`finishExchange`: the request
+                    // never ended), and the client's idle and send timeouts still bound the wait.
+                    closeAfterResponse = true
+                } else {
+                    // The body can never complete.
+                    forceClose()
+                }
             case .closing where lingering && !tls && outputShut:
                 // The client has read to our end and closed: nothing more will come. (Before our
                 // last write completes, the completion sees `clientInputClosed` and closes; over
