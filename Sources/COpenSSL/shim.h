@@ -51,7 +51,7 @@ static inline size_t sluice_BIO_pending(BIO *b) {
     return (size_t)BIO_pending(b);
 }
 
-/// What a BIO's read callback reports when it has nothing yet: "retry once more has arrived".
+/// What a BIO's read callback reports when it has nothing yet: "try again once more arrives".
 static inline void sluice_BIO_set_retry_read(BIO *b) {
     BIO_set_retry_read(b);
 }

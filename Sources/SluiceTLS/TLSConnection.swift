@@ -102,7 +102,7 @@ final class TLSConnection {
     func takeCiphertext() -> ByteBuffer? {
         guard let out = outbound else { return nil }
         outbound = nil
-        spare = out.capacity <= 17 * 1024 ? out : nil
+        spare = out.capacity <= Self.keptBufferLimit ? out : nil
         return out
     }
 
@@ -140,6 +140,10 @@ final class TLSConnection {
             return .failed(TLSError("TLS error \(e)").description)
         }
     }
+
+    /// The largest buffer kept for reuse: one record and its overhead. An idle connection that
+    /// once sent a large body should not hold on to more.
+    static let keptBufferLimit = 17 * 1024
 
     /// An idle connection gives its kept buffer back.
     func releaseSpare() {

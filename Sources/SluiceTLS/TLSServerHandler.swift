@@ -181,7 +181,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     /// Keeps a buffer for the next use unless it grew past one record: an idle connection that
     /// once sent a large body should not hold on to it.
     private static func keep(_ buffer: ByteBuffer, in scratch: inout ByteBuffer?) {
-        scratch = buffer.capacity <= 17 * 1024 ? buffer : nil
+        scratch = buffer.capacity <= TLSConnection.keptBufferLimit ? buffer : nil
     }
 
     private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {

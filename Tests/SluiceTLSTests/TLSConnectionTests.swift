@@ -92,6 +92,23 @@ struct TLSConnectionTests {
         #expect(server.read(into: &plaintext, limit: 16 * 1024).isWantRead, "what hasNothingToRead said")
     }
 
+    /// Ciphertext fed twice before OpenSSL reads any (the BIO appends the second piece to the
+    /// first) is read as one stream.
+    @Test func piecesFedBeforeAReadAreReadInOrder() throws {
+        let (client, server) = try Self.connected()
+        client.write("GET /a HTTP/1.1\r\n\r\n")
+        client.write("GET /b HTTP/1.1\r\n\r\n")
+        var records = client.drain()
+        let first = records.readSlice(length: records.readableBytes / 2 + 3)!
+        server.feed(first)
+        server.feed(records)
+        var plaintext = ByteBuffer()
+        while !server.hasNothingToRead {
+            #expect(server.read(into: &plaintext, limit: 16 * 1024).isDone)
+        }
+        #expect(String(buffer: plaintext) == "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+    }
+
     @Test func aPartialRecordIsNotNothing() throws {
         let (client, server) = try Self.connected()
         client.write("GET / HTTP/1.1\r\n\r\n")
