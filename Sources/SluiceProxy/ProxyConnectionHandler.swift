@@ -298,11 +298,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                     // The body can never complete.
                     forceClose()
                 }
-            case .closing where lingering && !tls && outputShut:
-                // The client has read to our end and closed: nothing more will come. (Before our
-                // last write completes, the completion sees `clientInputClosed` and closes; over
-                // TLS the TLS handler lingers and closes.)
-                context.close(promise: nil)
+            case .closing where closer != nil:
+                // The client has closed its side: nothing more will come. (Over TLS the TLS
+                // handler lingers, and takes this event itself.)
+                if closer!.peerClosedInput() == .close { context.close(promise: nil) }
             default:
                 break
             }
@@ -1015,14 +1014,21 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             // The response's last bytes and close_notify in one write, not one each.
             ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(linger: linger, lingerTimeout: Self.lingerTimeout), promise: nil)
         } else {
+            closer = LingeringClose(linger: linger, timeout: Self.lingerTimeout)
             ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
-                guard linger, !self.clientInputClosed, case .success = result else {
+                let succeeded: Bool
+                if case .success = result { succeeded = true } else { succeeded = false }
+                switch self.closer!.lastWriteDone(succeeded: succeeded, now: .now()) {
+                case .wait:
+                    break
+                case .close:
                     ctx.close(promise: nil)
-                    return
+                case .shutOutput(let until):
+                    ctx.close(mode: .output, promise: nil)
+                    ctx.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
+                        if self.closer!.deadlineReached(now: .now()) == .close { ctx.close(promise: nil) }
+                    }
                 }
-                ctx.close(mode: .output, promise: nil)
-                self.outputShut = true
-                ctx.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTimeout) { ctx.close(promise: nil) }
             }
         }
     }
@@ -1030,8 +1036,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var closeProgress: SendProgress? = nil
     /// Closing, with the client's input read and dropped until it closes (see `closeAfterFlush`).
     private var lingering = false
-    /// Lingering, and the last response byte is out: our side is shut, the client's is awaited.
-    private var outputShut = false
+    /// The lingering close of a plain connection (over TLS the TLS handler runs it).
+    private var closer: LingeringClose?
     /// nginx's `lingering_timeout`.
     static let lingerTimeout = TimeAmount.seconds(5)
 

@@ -20,10 +20,9 @@ public struct TLSHandshakeFailed: Sendable {
 /// that write completes (a `close` instead sends close_notify and closes at once).
 ///
 /// `linger`: the client may still be sending (a request body the proxy answered before reading
-/// it all). Closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the response in the client's buffers before it reads it (RFC 9112 §9.6). So the write side is
-/// shut after close_notify, input is read and dropped, and the socket closes when the client
-/// closes its side or after `lingerTimeout`, whichever comes first.
+/// it all), so the close lingers (`LingeringClose`): the write side is shut after close_notify,
+/// input is read and dropped, and the socket closes when the client closes its side or after
+/// `lingerTimeout`, whichever comes first.
 public struct TLSCloseAfterFlush: Sendable {
     public var linger: Bool
     public var lingerTimeout: TimeAmount
@@ -65,11 +64,8 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var firedRead = false
     private var fedBytes = 0
-    /// A `TLSCloseAfterFlush` with `linger` is in progress; `outputShut` once close_notify is out
-    /// and the write side shut; `peerClosed` if the client closed its side first.
-    private var lingering = false
-    private var outputShut = false
-    private var peerClosed = false
+    /// The `TLSCloseAfterFlush` in progress, if any.
+    private var closer: LingeringClose?
 
     public init(front: TLSFrontContext) {
         self.front = front.context
@@ -285,11 +281,10 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        if let e = event as? ChannelEvent, e == .inputClosed, lingering {
+        if let e = event as? ChannelEvent, e == .inputClosed, closer?.linger == true {
             // The client has closed its side: close now if our last bytes are out, else as soon
             // as they are.
-            peerClosed = true
-            if outputShut { context.close(promise: nil) }
+            if closer!.peerClosedInput() == .close { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -336,7 +331,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             return
         }
         state = .closing
-        lingering = closing.linger
+        closer = LingeringClose(linger: closing.linger, timeout: closing.lingerTimeout)
         connection.shutdown()
         // Writes complete in order: when this one has, so has everything before it.
         let sent = context.eventLoop.makePromise(of: Void.self)
@@ -349,17 +344,21 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         // A `close` meanwhile (a timeout) closes at once, which fails `sent`: nothing waits longer.
         sent.futureResult.assumeIsolated().whenComplete { result in
             self.state = .closed  // from here, input is dropped unread
-            guard closing.linger, !self.peerClosed, case .success = result else {
+            let succeeded: Bool
+            if case .success = result { succeeded = true } else { succeeded = false }
+            switch self.closer!.lastWriteDone(succeeded: succeeded, now: .now()) {
+            case .wait:
+                promise?.succeed(())
+            case .close:
                 context.close(promise: promise)
-                return
+            case .shutOutput(let until):
+                // The client's close (`inputClosed` above) or the deadline ends it.
+                context.close(mode: .output, promise: nil)
+                context.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
+                    if self.closer!.deadlineReached(now: .now()) == .close { context.close(promise: nil) }
+                }
+                promise?.succeed(())
             }
-            // The client's close (`inputClosed` above) or the timeout ends it.
-            context.close(mode: .output, promise: nil)
-            self.outputShut = true
-            context.eventLoop.assumeIsolated().scheduleTask(in: closing.lingerTimeout) {
-                context.close(promise: nil)
-            }
-            promise?.succeed(())
         }
     }
 

@@ -40,6 +40,14 @@ struct TLSTests {
             spec:
               tls: [{hosts: ["*.apps.local"], secretName: wildcard-apps-tls}]
               rules: [{host: "*.apps.local", http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: apps, port: {number: 80}}}}]}}]
+            ---
+            apiVersion: networking.k8s.io/v1
+            kind: Ingress
+            metadata:
+              name: upload
+              annotations: {sluice.io/max-body-size: "1m"}
+            spec:
+              rules: [{host: upload.local, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}}]
             """
             try yaml.writeWhole(toFile: rules + "/site.yaml")
             proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--rules", rules, "--certs", certs, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"] + extra)
@@ -226,6 +234,46 @@ struct TLSTests {
         }
         #expect(lines.contains("pipelined 2 close_notify"), "\(r.stdout)")
         #expect(lines.contains("refused HTTP/1.1 400 Bad Request close_notify"), "\(r.stdout)")
+    }
+
+    /// RFC 9112 §9.6 over TLS: the proxy's 413 comes before the body it refuses, while the client
+    /// is still sending. The proxy sends the answer and close_notify, shuts only its write side and
+    /// reads what still arrives; a full close would reset the connection under the client, whose
+    /// next send then fails and whose unread answer is lost (as a Python client saw before the
+    /// lingering close: "EOF occurred in violation of protocol").
+    @Test func aClientStillSendingAfterAnEarlyAnswerIsNotReset() throws {
+        let f = try Fixture()
+        let script = """
+        import socket, ssl, sys, time
+        port = int(sys.argv[1])
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='upload.local', suppress_ragged_eofs=False)
+        s.sendall(b'PUT /up HTTP/1.1\\r\\nHost: upload.local\\r\\nContent-Length: 5000000\\r\\n\\r\\n')
+        chunk = b'z' * 65536
+        s.sendall(chunk)
+        time.sleep(0.5)  # the 413 arrives; the client does not read it yet
+        sent = 0
+        try:
+            for _ in range(8):
+                s.sendall(chunk); sent += 1; time.sleep(0.05)
+        except Exception as e:
+            print('send failed', type(e).__name__)
+        print('sent', sent)
+        s.settimeout(10)
+        data, end = b'', '?'
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b: end = 'close_notify'; break
+                data += b
+        except ssl.SSLEOFError: end = 'no close_notify'
+        except Exception as e: end = type(e).__name__
+        print('answer', data.split(b'\\r\\n', 1)[0].decode(), end)
+        """
+        let r = try run("python3", ["-c", script, String(f.https)], timeout: 60)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("sent 8"), "\(r.stdout) \(r.stderr)")
+        #expect(lines.contains("answer HTTP/1.1 413 Content Too Large close_notify"), "\(r.stdout) \(r.stderr)")
     }
 
     @Test func shutdownDoesNotWaitForUnfinishedHandshakes() throws {
