@@ -11,6 +11,9 @@
 #   SCENARIOS="https-close https-full" benchmarks/callgrind/run.sh   (a connection per request,
 #                                                    N_CONNECTIONS=200: handshake included)
 #   CACHE_SIM=1 benchmarks/callgrind/run.sh           (+ simulated cache misses per request)
+#   PROXY=haproxy benchmarks/callgrind/run.sh          (the same count for a peer: haproxy with one
+#                                                    thread or nginx without a master, configured
+#                                                    as in the side-by-side run, benchmarks/peers.sh)
 #
 # valgrind 3.19 needs two work-arounds here: the binary is measured with its debug information
 # stripped (it cannot read the DWARF 5 that Swift 6.3 writes; the symbol table stays), and
@@ -21,13 +24,17 @@ SLUICE=${SLUICE:-.build/release/sluice}
 N=${N:-2000}
 N_CONNECTIONS=${N_CONNECTIONS:-200}
 SCENARIOS=${SCENARIOS:-"http https h2"}
+PROXY=${PROXY:-sluice}
+case $PROXY in sluice|nginx|haproxy) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
 gcc -O2 -shared -fPIC -o "$out/sigsuspend-shim.so" benchmarks/callgrind/sigsuspend-shim.c
 strip -g -o "$out/sluice" "$SLUICE"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
+cat "$out/certs/default/tls.crt" "$out/certs/default/tls.key" > "$out/certs/combined.pem"
 source benchmarks/lib.sh
+source benchmarks/peers.sh
 trap stop_started EXIT
 
 "$out/sluice" echo --listen 127.0.0.1:18380 --name backend >/dev/null 2>&1 & pids+=($!)
@@ -35,10 +42,28 @@ trap stop_started EXIT
 # two binaries compare the same way on any host) and report misses per request.
 cache=()
 [ -n "${CACHE_SIM:-}" ] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=1048576,16,64)
-LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
-  --callgrind-out-file="$PWD/$out/callgrind.%p" \
-  "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
-  --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
+case $PROXY in
+  sluice)
+    LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
+      --callgrind-out-file="$PWD/$out/callgrind.%p" \
+      "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
+      --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
+    ;;
+  nginx|haproxy)
+    BACKEND_PORT=18380 WORKER_CONNS=4096 HAPROXY_MAXCONN=4000
+    declare -A PORT=([$PROXY]=18381) TLSPORT=([$PROXY]=18391)
+    if [ "$PROXY" = nginx ]; then
+      # One process: the worker's requests are counted in the process callgrind follows.
+      { echo "master_process off;"; nginx_conf 1 60; } > "$out/nginx-proxy.conf"
+      cmd=(nginx -c "$PWD/$out/nginx-proxy.conf" -p "$PWD/$out")
+    else
+      haproxy_conf 1 60 > "$out/haproxy.cfg"
+      cmd=(haproxy -db -f "$out/haproxy.cfg")
+    fi
+    valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" --callgrind-out-file="$PWD/$out/callgrind.%p" \
+      "${cmd[@]}" >"$out/$PROXY.log" 2>&1 &
+    ;;
+esac
 proxy=$!; pids+=($proxy)
 wait_port 18380; wait_port 18381; wait_port 18391
 callgrind_control -i on "$proxy" >/dev/null 2>&1
