@@ -11,6 +11,7 @@
 #   SCENARIOS="https-close https-full" benchmarks/callgrind/run.sh   (a connection per request,
 #                                                    N_CONNECTIONS=200: handshake included)
 #   CACHE_SIM=1 benchmarks/callgrind/run.sh           (+ simulated cache misses per request)
+#   CONNS=256 N=6000 benchmarks/callgrind/run.sh      (more client connections; N >= CONNS)
 #   PROXY=haproxy benchmarks/callgrind/run.sh          (the same count for a peer: haproxy with one
 #                                                    thread or nginx without a master, configured
 #                                                    as in the side-by-side run, benchmarks/peers.sh)
@@ -25,6 +26,9 @@ N=${N:-2000}
 N_CONNECTIONS=${N_CONNECTIONS:-200}
 SCENARIOS=${SCENARIOS:-"http https h2"}
 PROXY=${PROXY:-sluice}
+# Client connections of the keep-alive and h2 loads. More of them spread each request's state
+# over more memory: with CACHE_SIM, CONNS=256 shows what that costs in cache misses.
+CONNS=${CONNS:-10}
 case $PROXY in sluice|nginx|haproxy) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
@@ -68,11 +72,11 @@ proxy=$!; pids+=($proxy)
 wait_port 18380; wait_port 18381; wait_port 18391
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 
-# The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d and last-level
-# instruction misses (callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw).
+# The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d, last-level instruction and
+# last-level data misses (callgrind_annotate's columns: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw).
 total() {
   callgrind_annotate "$1" 2>/dev/null | sed -n 's/^ *\(.*\) PROGRAM TOTALS.*/\1/p' | tr -d , | sed 's/([^)]*)//g' |
-    awk -v sim="${CACHE_SIM:-}" '{ if (sim) print $1, $4, $5 + $6, $7; else print $1 }'
+    awk -v sim="${CACHE_SIM:-}" '{ for (i = 1; i <= NF; i++) if ($i == ".") $i = 0; if (sim) print $1, $4, $5 + $6, $7, $8 + $9; else print $1 }'
 }
 # One dump of the requests of one load: zero the counters, load, dump; prints the dump's file.
 measure() {  # NAME REQUESTS LOAD...
@@ -87,17 +91,17 @@ measure() {  # NAME REQUESTS LOAD...
 }
 
 if [ -n "${CACHE_SIM:-}" ]; then
-  echo "| scenario | instructions per request | L1i misses | L1d misses | LL instruction misses |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| scenario | instructions per request | L1i misses | L1d misses | LL instruction misses | LL data misses |"
+  echo "|---|---:|---:|---:|---:|---:|"
 else
   echo "| scenario | instructions per request |"
   echo "|---|---:|"
 fi
 for s in $SCENARIOS; do
   case $s in
-    http)  load=(h2load --h1 -t1 -c10 http://127.0.0.1:18381/) ;;
-    https) load=(h2load --h1 -t1 -c10 https://127.0.0.1:18391/) ;;
-    h2)    load=(h2load -t1 -c10 -m10 https://127.0.0.1:18391/) ;;
+    http)  load=(h2load --h1 -t1 -c"$CONNS" http://127.0.0.1:18381/) ;;
+    https) load=(h2load --h1 -t1 -c"$CONNS" https://127.0.0.1:18391/) ;;
+    h2)    load=(h2load -t1 -c"$CONNS" -m10 https://127.0.0.1:18391/) ;;
     # A new TLS connection per request, resumed as wrk resumes (https-close) or not (https-full).
     https-close) load=(python3 benchmarks/callgrind/tls-connections.py https://127.0.0.1:18391/) ;;
     https-full)  load=(python3 benchmarks/callgrind/tls-connections.py --full https://127.0.0.1:18391/) ;;
