@@ -169,6 +169,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             needsUpstreamFlush = true
             return
         case .closing:
+            closer?.inputArrived(now: loop.now)
             return
         default:
             break
@@ -1012,23 +1013,30 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         if tls {
             // The response's last bytes and close_notify in one write, not one each.
-            ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(linger: linger, lingerTimeout: Self.lingerTimeout), promise: nil)
+            ctx.triggerUserOutboundEvent(TLSCloseAfterFlush(linger: linger, lingerTimeout: Self.lingerTimeout, lingerTime: Self.lingerTime), promise: nil)
         } else {
-            closer = LingeringClose(linger: linger, timeout: Self.lingerTimeout)
+            closer = LingeringClose(linger: linger, timeout: Self.lingerTimeout, maxTime: Self.lingerTime)
             ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
                 let succeeded: Bool
                 if case .success = result { succeeded = true } else { succeeded = false }
-                switch self.closer!.lastWriteDone(succeeded: succeeded, now: .now()) {
-                case .wait:
-                    break
-                case .close:
-                    ctx.close(promise: nil)
-                case .shutOutput(let until):
-                    ctx.close(mode: .output, promise: nil)
-                    ctx.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
-                        if self.closer!.deadlineReached(now: .now()) == .close { ctx.close(promise: nil) }
-                    }
-                }
+                self.carryOut(self.closer!.lastWriteDone(succeeded: succeeded, now: .now()), ctx)
+            }
+        }
+    }
+
+    /// Does what the lingering close of a plain connection decided.
+    private func carryOut(_ action: LingeringClose.Action, _ ctx: ChannelHandlerContext) {
+        switch action {
+        case .wait:
+            break
+        case .close:
+            ctx.close(promise: nil)
+        case .shutOutput(let until):
+            ctx.close(mode: .output, promise: nil)
+            carryOut(.waitUntil(until), ctx)
+        case .waitUntil(let until):
+            ctx.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
+                self.carryOut(self.closer!.deadlineReached(now: .now()), ctx)
             }
         }
     }
@@ -1038,8 +1046,10 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var lingering = false
     /// The lingering close of a plain connection (over TLS the TLS handler runs it).
     private var closer: LingeringClose?
-    /// nginx's `lingering_timeout`.
+    /// nginx's `lingering_timeout`: a lingering client that sends nothing for this long is closed.
     static let lingerTimeout = TimeAmount.seconds(5)
+    /// nginx's `lingering_time`: the most a lingering close waits, however the client sends.
+    static let lingerTime = TimeAmount.seconds(30)
 
     private func checkClosing(now: NIODeadline) {
         guard closeProgress != nil, let ctx = context else { return }

@@ -6,8 +6,10 @@ import NIOCore
 /// reading, or requests pipelined after a `Connection: close` answer) must not close at once: the
 /// kernel answers the client's unread bytes with a reset, and a reset can destroy the answer
 /// before the client reads it. Instead, once the last response byte is out, only the write side
-/// is shut; what still arrives is read and dropped; the socket closes when the client closes its
-/// side, or at a deadline (nginx's `lingering_timeout`), whichever comes first.
+/// is shut and what still arrives is read and dropped. The socket closes when the client closes
+/// its side, when it has sent nothing for `timeout`, or `maxTime` after the shutdown whatever it
+/// does (nginx's `lingering_timeout` and `lingering_time`): a client still uploading when the
+/// answer came keeps the connection as long as it keeps sending, within the cap.
 ///
 /// The handler that owns the socket carries out the actions: the plain HTTP/1.1 handler, or the
 /// TLS handler, which sends close_notify first. It lives here, below both.
@@ -19,26 +21,31 @@ public struct LingeringClose: Sendable {
         case close
         /// Shut the write side, keep reading, and report `deadlineReached` at `until`.
         case shutOutput(until: NIODeadline)
+        /// The deadline moved (the client sent more): report `deadlineReached` again at `until`.
+        case waitUntil(NIODeadline)
     }
 
     private enum State: Equatable {
         /// The last response bytes are being written.
         case flushing
-        /// Our side is shut; the client's close or the deadline is awaited.
-        case lingering(until: NIODeadline)
+        /// Our side is shut; the client's close or a deadline is awaited.
+        case lingering(since: NIODeadline)
         case closed
     }
 
     private var state = State.flushing
     private var peerClosed = false
+    private var lastInput: NIODeadline? = nil
     /// False for a close that needs no lingering: the client sends nothing more (a head that never
     /// completed gets no more time than its timeout gave it).
     public let linger: Bool
     public let timeout: TimeAmount
+    public let maxTime: TimeAmount
 
-    public init(linger: Bool, timeout: TimeAmount) {
+    public init(linger: Bool, timeout: TimeAmount, maxTime: TimeAmount) {
         self.linger = linger
         self.timeout = timeout
+        self.maxTime = max(maxTime, timeout)
     }
 
     /// Whether what the client still sends is read (and dropped) rather than left unread, which
@@ -58,9 +65,14 @@ public struct LingeringClose: Sendable {
             state = .closed
             return .close
         }
-        let until = now + timeout
-        state = .lingering(until: until)
-        return .shutOutput(until: until)
+        state = .lingering(since: now)
+        lastInput = nil
+        return .shutOutput(until: now + timeout)
+    }
+
+    /// The client sent more (dropped unread): it is still sending, so the quiet timeout restarts.
+    public mutating func inputArrived(now: NIODeadline) {
+        if isLingering { lastInput = now }
     }
 
     /// The client closed its side: nothing more will come. Before the last write completes, that
@@ -72,9 +84,11 @@ public struct LingeringClose: Sendable {
         return .close
     }
 
-    /// The timer armed by `shutOutput` fired.
+    /// The timer armed by `shutOutput` or `waitUntil` fired.
     public mutating func deadlineReached(now: NIODeadline) -> Action {
-        guard case .lingering(let until) = state, now >= until else { return .wait }
+        guard case .lingering(let since) = state else { return .wait }
+        let next = min((lastInput ?? since) + timeout, since + maxTime)
+        guard now >= next else { return .waitUntil(next) }
         state = .closed
         return .close
     }

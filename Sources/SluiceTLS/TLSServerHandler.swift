@@ -21,14 +21,16 @@ public struct TLSHandshakeFailed: Sendable {
 ///
 /// `linger`: the client may still be sending (a request body the proxy answered before reading
 /// it all), so the close lingers (`LingeringClose`): the write side is shut after close_notify,
-/// input is read and dropped, and the socket closes when the client closes its side or after
-/// `lingerTimeout`, whichever comes first.
+/// input is read and dropped, and the socket closes when the client closes its side, has sent
+/// nothing for `lingerTimeout`, or `lingerTime` after the shutdown.
 public struct TLSCloseAfterFlush: Sendable {
     public var linger: Bool
     public var lingerTimeout: TimeAmount
-    public init(linger: Bool = false, lingerTimeout: TimeAmount = .seconds(5)) {
+    public var lingerTime: TimeAmount
+    public init(linger: Bool = false, lingerTimeout: TimeAmount = .seconds(5), lingerTime: TimeAmount = .seconds(30)) {
         self.linger = linger
         self.lingerTimeout = lingerTimeout
+        self.lingerTime = lingerTime
     }
 }
 
@@ -78,7 +80,11 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let connection, state != .closed else { return }
+        guard let connection, state != .closed else {
+            // Dropped unread; while lingering, it shows the client is still sending.
+            closer?.inputArrived(now: .now())
+            return
+        }
         let ciphertext = unwrapInboundIn(data)
         // Plaintext is never longer than the ciphertext that carried it: size reads by it, so a
         // small request does not cost a 16 KiB allocation.
@@ -331,7 +337,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             return
         }
         state = .closing
-        closer = LingeringClose(linger: closing.linger, timeout: closing.lingerTimeout)
+        closer = LingeringClose(linger: closing.linger, timeout: closing.lingerTimeout, maxTime: closing.lingerTime)
         connection.shutdown()
         // Writes complete in order: when this one has, so has everything before it.
         let sent = context.eventLoop.makePromise(of: Void.self)
@@ -346,18 +352,30 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             self.state = .closed  // from here, input is dropped unread
             let succeeded: Bool
             if case .success = result { succeeded = true } else { succeeded = false }
-            switch self.closer!.lastWriteDone(succeeded: succeeded, now: .now()) {
-            case .wait:
-                promise?.succeed(())
-            case .close:
+            let action = self.closer!.lastWriteDone(succeeded: succeeded, now: .now())
+            if action == .close {
                 context.close(promise: promise)
-            case .shutOutput(let until):
-                // The client's close (`inputClosed` above) or the deadline ends it.
-                context.close(mode: .output, promise: nil)
-                context.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
-                    if self.closer!.deadlineReached(now: .now()) == .close { context.close(promise: nil) }
-                }
-                promise?.succeed(())
+                return
+            }
+            // The client's close (`inputClosed` above) or a deadline ends it.
+            self.carryOut(action, context: context)
+            promise?.succeed(())
+        }
+    }
+
+    /// Does what the lingering close decided.
+    private func carryOut(_ action: LingeringClose.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .wait:
+            break
+        case .close:
+            context.close(promise: nil)
+        case .shutOutput(let until):
+            context.close(mode: .output, promise: nil)
+            carryOut(.waitUntil(until), context: context)
+        case .waitUntil(let until):
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
+                self.carryOut(self.closer!.deadlineReached(now: .now()), context: context)
             }
         }
     }

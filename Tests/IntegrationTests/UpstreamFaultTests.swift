@@ -142,6 +142,29 @@ struct UpstreamFaultTests {
         #expect(c.receive(timeout: 5).closed, "the proxy closes once the client has")
     }
 
+    /// The lingering close's 5 s is a quiet time, not a total (nginx's `lingering_timeout` within
+    /// `lingering_time`): a client still sending its body when the answer came, slowly, keeps
+    /// the connection while it sends, so it is not reset before it reads the answer. Before, the
+    /// proxy closed 5 s after the answer whatever the client did, and the next send was reset.
+    @Test func aSlowClientStillSendingIsNotCutAtTheLingerTimeout() throws {
+        let f = try Fixture()
+        defer { withExtendedLifetime(f) {} }
+        let c = try RawClient(port: f.port)
+        c.send("PUT /early-413 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+        c.send([UInt8](repeating: 0x7A, count: 65_536))
+        // A piece a second for 8 s, past the 5 s; the client reads nothing meanwhile.
+        var accepted = true
+        for _ in 0..<8 where accepted {
+            Thread.sleep(forTimeInterval: 1)
+            accepted = c.send([UInt8](repeating: 0x7A, count: 1000))
+        }
+        #expect(accepted, "the connection was closed under a client that was still sending")
+        let answer = c.receive(until: "too large")
+        #expect(answer.text.hasPrefix("HTTP/1.1 413"), "\(answer.text.prefix(60))")
+        c.shutdownWrite()
+        #expect(c.receive(timeout: 5).closed, "the proxy closes once the client has")
+    }
+
     /// A client that stops sending its body (half-closes) while an early answer is still on its
     /// way gets the whole answer: the body can never complete, but the answer can. Before, the
     /// proxy closed at once and cut the answer short (3 of 6 tries by hand).
