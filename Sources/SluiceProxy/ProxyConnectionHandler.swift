@@ -1019,24 +1019,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
                 let succeeded: Bool
                 if case .success = result { succeeded = true } else { succeeded = false }
-                self.carryOut(self.closer!.lastWriteDone(succeeded: succeeded, now: .now()), ctx)
-            }
-        }
-    }
-
-    /// Does what the lingering close of a plain connection decided.
-    private func carryOut(_ action: LingeringClose.Action, _ ctx: ChannelHandlerContext) {
-        switch action {
-        case .wait:
-            break
-        case .close:
-            ctx.close(promise: nil)
-        case .shutOutput(let until):
-            ctx.close(mode: .output, promise: nil)
-            carryOut(.waitUntil(until), ctx)
-        case .waitUntil(let until):
-            ctx.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
-                self.carryOut(self.closer!.deadlineReached(now: .now()), ctx)
+                self.closer!.lastWriteDone(succeeded: succeeded, now: .now())
+                    .carryOut(on: ctx) { self.closer!.deadlineReached(now: .now()) }
             }
         }
     }

@@ -48,10 +48,6 @@ public struct LingeringClose: Sendable {
         self.maxTime = max(maxTime, timeout)
     }
 
-    /// Whether what the client still sends is read (and dropped) rather than left unread, which
-    /// would both stall the client and, at the close, reset the connection.
-    public var readsInput: Bool { linger && state != .closed }
-
     /// Our side is shut and the client's close is awaited.
     public var isLingering: Bool {
         if case .lingering = state { return true }
@@ -91,5 +87,27 @@ public struct LingeringClose: Sendable {
         guard now >= next else { return .waitUntil(next) }
         state = .closed
         return .close
+    }
+}
+
+// MARK: - Carrying it out
+
+extension LingeringClose.Action {
+    /// Does this on `context`'s channel. A timer armed here asks `atDeadline` (the owner's
+    /// `deadlineReached`) what to do when it fires, and does that in turn.
+    public func carryOut(on context: ChannelHandlerContext, atDeadline: @escaping () -> LingeringClose.Action) {
+        switch self {
+        case .wait:
+            break
+        case .close:
+            context.close(promise: nil)
+        case .shutOutput(let until):
+            context.close(mode: .output, promise: nil)
+            LingeringClose.Action.waitUntil(until).carryOut(on: context, atDeadline: atDeadline)
+        case .waitUntil(let until):
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
+                atDeadline().carryOut(on: context, atDeadline: atDeadline)
+            }
+        }
     }
 }

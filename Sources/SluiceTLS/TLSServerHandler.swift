@@ -358,25 +358,8 @@ public final class TLSServerHandler: ChannelDuplexHandler {
                 return
             }
             // The client's close (`inputClosed` above) or a deadline ends it.
-            self.carryOut(action, context: context)
+            action.carryOut(on: context) { self.closer!.deadlineReached(now: .now()) }
             promise?.succeed(())
-        }
-    }
-
-    /// Does what the lingering close decided.
-    private func carryOut(_ action: LingeringClose.Action, context: ChannelHandlerContext) {
-        switch action {
-        case .wait:
-            break
-        case .close:
-            context.close(promise: nil)
-        case .shutOutput(let until):
-            context.close(mode: .output, promise: nil)
-            carryOut(.waitUntil(until), context: context)
-        case .waitUntil(let until):
-            context.eventLoop.assumeIsolated().scheduleTask(deadline: until) {
-                self.carryOut(self.closer!.deadlineReached(now: .now()), context: context)
-            }
         }
     }
 

@@ -122,24 +122,8 @@ struct UpstreamFaultTests {
     /// happened in about one upload in ten). The proxy shuts only its write side, drops what
     /// still arrives, and closes when the client has closed its side.
     @Test func aClientStillSendingAfterAnEarlyAnswerIsNotReset() throws {
-        let f = try Fixture()
-        defer { withExtendedLifetime(f) {} }
-        let c = try RawClient(port: f.port)
-        let chunk = [UInt8](repeating: 0x7A, count: 65_536)
-        c.send("PUT /early-413 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
-        c.send(chunk)
-        // Time for the 413 to come back through the proxy; the client does not read it yet.
-        Thread.sleep(forTimeInterval: 0.5)
-        var accepted = true
-        for _ in 0..<8 where accepted {
-            accepted = c.send(chunk)
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        #expect(accepted, "the connection was reset while the client was still sending its body")
-        let answer = c.receive(until: "too large")
-        #expect(answer.text.hasPrefix("HTTP/1.1 413"), "\(answer.text.prefix(60))")
-        c.shutdownWrite()
-        #expect(c.receive(timeout: 5).closed, "the proxy closes once the client has")
+        // Time for the 413 to come back through the proxy, then 64 KiB pieces.
+        try uploadPastAnEarly413(pause: 0.5, pieces: 8, of: 65_536, every: 0.05)
     }
 
     /// The lingering close's 5 s is a quiet time, not a total (nginx's `lingering_timeout` within
@@ -147,18 +131,27 @@ struct UpstreamFaultTests {
     /// the connection while it sends, so it is not reset before it reads the answer. Before, the
     /// proxy closed 5 s after the answer whatever the client did, and the next send was reset.
     @Test func aSlowClientStillSendingIsNotCutAtTheLingerTimeout() throws {
+        // A piece a second for 8 s, past the 5 s.
+        try uploadPastAnEarly413(pause: 0, pieces: 8, of: 1000, every: 1)
+    }
+
+    /// Starts a 5 MB upload to `/early-413` (answered from the head), then sends `pieces` more
+    /// pieces reading nothing; the client must be able to send them all, then read the 413, and
+    /// the proxy must close once the client has closed its side.
+    private func uploadPastAnEarly413(pause: TimeInterval, pieces: Int, of size: Int, every interval: TimeInterval) throws {
         let f = try Fixture()
         defer { withExtendedLifetime(f) {} }
         let c = try RawClient(port: f.port)
         c.send("PUT /early-413 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
         c.send([UInt8](repeating: 0x7A, count: 65_536))
-        // A piece a second for 8 s, past the 5 s; the client reads nothing meanwhile.
+        Thread.sleep(forTimeInterval: pause)
+        let piece = [UInt8](repeating: 0x7A, count: size)
         var accepted = true
-        for _ in 0..<8 where accepted {
-            Thread.sleep(forTimeInterval: 1)
-            accepted = c.send([UInt8](repeating: 0x7A, count: 1000))
+        for _ in 0..<pieces where accepted {
+            Thread.sleep(forTimeInterval: interval)
+            accepted = c.send(piece)
         }
-        #expect(accepted, "the connection was closed under a client that was still sending")
+        #expect(accepted, "the connection was closed under a client that was still sending its body")
         let answer = c.receive(until: "too large")
         #expect(answer.text.hasPrefix("HTTP/1.1 413"), "\(answer.text.prefix(60))")
         c.shutdownWrite()
