@@ -1017,9 +1017,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         } else {
             closer = LingeringClose(linger: linger, timeout: Self.lingerTimeout, maxTime: Self.lingerTime)
             ctx.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
-                let succeeded: Bool
-                if case .success = result { succeeded = true } else { succeeded = false }
-                self.closer!.lastWriteDone(succeeded: succeeded, now: .now())
+                self.closer!.lastWriteDone(succeeded: (try? result.get()) != nil, now: .now())
                     .carryOut(on: ctx) { self.closer!.deadlineReached(now: .now()) }
             }
         }

@@ -186,10 +186,6 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         scratch = buffer.capacity <= TLSConnection.keptBufferLimit ? buffer : nil
     }
 
-    private func drainCiphertext(context: ChannelHandlerContext) -> ByteBuffer? {
-        connection?.takeCiphertext()
-    }
-
     public func channelReadComplete(context: ChannelHandlerContext) {
         if firedRead {
             firedRead = false
@@ -202,7 +198,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         if plaintext.readableBytes == 0 {
             // An empty write is a flush barrier (close after flush): it must never wait for a
             // handshake that may never finish, and it must come after what was encrypted.
-            if encryptGathered(context: context), let cipher = drainCiphertext(context: context) {
+            if encryptGathered(context: context), let cipher = connection?.takeCiphertext() {
                 context.write(wrapOutboundOut(cipher), promise: nil)
             }
             context.write(wrapOutboundOut(plaintext), promise: promise)
@@ -230,7 +226,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             case .done, .wantRead:
                 // Sent at flush; a write that wants its promise sends what is pending with it.
                 if let promise {
-                    if let cipher = drainCiphertext(context: context) {
+                    if let cipher = connection.takeCiphertext() {
                         context.write(wrapOutboundOut(cipher), promise: promise)
                     } else {
                         promise.succeed(())
@@ -273,7 +269,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func flush(context: ChannelHandlerContext) {
         _ = encryptGathered(context: context)
-        if state == .active, let cipher = drainCiphertext(context: context) {
+        if state == .active, let cipher = connection?.takeCiphertext() {
             context.write(wrapOutboundOut(cipher), promise: nil)
         }
         context.flush()
@@ -312,7 +308,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         _ = encryptGathered(context: context)
         state = .closing
         connection.shutdown()
-        if let notify = drainCiphertext(context: context) {
+        if let notify = connection.takeCiphertext() {
             context.writeAndFlush(wrapOutboundOut(notify), promise: nil)
         }
         state = .closed
@@ -341,7 +337,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         connection.shutdown()
         // Writes complete in order: when this one has, so has everything before it.
         let sent = context.eventLoop.makePromise(of: Void.self)
-        if let last = drainCiphertext(context: context) {
+        if let last = connection.takeCiphertext() {
             context.write(wrapOutboundOut(last), promise: sent)
         } else {
             sent.succeed(())
@@ -350,9 +346,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         // A `close` meanwhile (a timeout) closes at once, which fails `sent`: nothing waits longer.
         sent.futureResult.assumeIsolated().whenComplete { result in
             self.state = .closed  // from here, input is dropped unread
-            let succeeded: Bool
-            if case .success = result { succeeded = true } else { succeeded = false }
-            let action = self.closer!.lastWriteDone(succeeded: succeeded, now: .now())
+            let action = self.closer!.lastWriteDone(succeeded: (try? result.get()) != nil, now: .now())
             if action == .close {
                 context.close(promise: promise)
                 return
@@ -370,7 +364,7 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     private func flushCiphertext(context: ChannelHandlerContext) {
-        guard let out = drainCiphertext(context: context) else { return }
+        guard let out = connection?.takeCiphertext() else { return }
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 }
