@@ -30,11 +30,21 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
     /// Bytes handed over by the handler that saw the connection first (the preface, or the
     /// first TLS records after ALPN chose h2).
     private var initial: ByteBuffer?
+    /// Where output buffers come from, and where each goes once written: the proxy passes its
+    /// event loop's pool, so the next connection writes into memory still in cache.
+    private let takeBuffer: (_ minimumCapacity: Int) -> ByteBuffer
+    private let giveBuffer: (ByteBuffer) -> Void
 
-    public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil) {
+    /// `takeBuffer`, `giveBuffer`: a pool of output buffers (by default none: each round
+    /// allocates).
+    public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil,
+                takeBuffer: @escaping (_ minimumCapacity: Int) -> ByteBuffer = { ByteBufferAllocator().buffer(capacity: $0) },
+                giveBuffer: @escaping (ByteBuffer) -> Void = { _ in }) {
         self.session = HTTP2Session(limits: limits)
         self.delegate = delegate
         self.initial = initial
+        self.takeBuffer = takeBuffer
+        self.giveBuffer = giveBuffer
         session.delegate = delegate
     }
 
@@ -132,20 +142,26 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
             // round's go with the flush, in one pass down the pipeline.
             var last: ByteBuffer? = nil
             while context.channel.isWritable {
-                var out = takeOutputBuffer()
+                var out = takeBuffer(16 * 1024)
                 if !session.produce(into: &out, limit: 64 * 1024) { fatal = true }
                 if out.readableBytes == 0 {
-                    keepOutputBuffer(out)
+                    giveBuffer(out)
                     break
                 }
-                if let previous = last { context.write(wrapOutboundOut(previous), promise: nil) }
+                // Given back once written, not before: the TLS handler below takes from the same
+                // pool for what it gathers, and must not take the buffer it is reading.
+                if let previous = last {
+                    context.write(wrapOutboundOut(previous), promise: nil)
+                    giveBuffer(previous)
+                }
                 last = out
-                keepOutputBuffer(out)
-                // Short of the limit, nghttp2 had nothing more: no second round, whose buffer
-                // would have to be a new one (this one is not written yet).
+                // Short of the limit, nghttp2 had nothing more: no second round.
                 if fatal || out.readableBytes < 64 * 1024 { break }
             }
-            if let last { context.writeAndFlush(wrapOutboundOut(last), promise: nil) }
+            if let last {
+                context.writeAndFlush(wrapOutboundOut(last), promise: nil)
+                giveBuffer(last)
+            }
             if fatal || session.isFinished {
                 closeAfterOutput()
                 return
@@ -156,26 +172,9 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
     /// `produceOutput` was called while it ran.
     private var produceAgain = false
 
-    /// The last output buffer, written over by the next round once nothing else holds it (the TLS
-    /// handler copies what it encrypts; NIO lets go once it has written): one 16 KiB allocation
-    /// per round less. Only at its usual size, and dropped by `releaseSpares` once idle.
-    private var outputBuffer: ByteBuffer? = nil
-
     /// The connection has been idle for a while: let go of every buffer kept for reuse.
     public func releaseSpares() {
-        outputBuffer = nil
         session.releaseSpares()
-    }
-
-    private func takeOutputBuffer() -> ByteBuffer {
-        guard var b = outputBuffer else { return context!.channel.allocator.buffer(capacity: 16 * 1024) }
-        outputBuffer = nil  // our own second reference would make `clear` copy
-        b.clear(minimumCapacity: 16 * 1024)
-        return b
-    }
-
-    private func keepOutputBuffer(_ b: ByteBuffer) {
-        outputBuffer = b.capacity <= 64 * 1024 + 16 * 1024 ? b : nil
     }
 
     /// Graceful shutdown: GOAWAY now, close once open streams are done.

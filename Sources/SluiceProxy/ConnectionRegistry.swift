@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceTLS
 
 /// A client connection a shutdown can drain (HTTP/1.1 or HTTP/2).
 protocol DrainableConnection: AnyObject {
@@ -14,6 +15,8 @@ protocol DrainableConnection: AnyObject {
 final class ConnectionRegistry: @unchecked Sendable {
     // @unchecked: touched only on `eventLoop`.
     let eventLoop: EventLoop
+    /// The loop's buffer pool, swept with the connections (an idle loop lets its buffers go).
+    private let buffers: BufferPool
     private var handlers: [ObjectIdentifier: DrainableConnection] = [:]
     private(set) var draining = false
     private var sweeper: RepeatedTask? = nil
@@ -21,8 +24,9 @@ final class ConnectionRegistry: @unchecked Sendable {
     /// How often timeouts are checked, and so how late past its deadline one may fire.
     static let tick = TimeAmount.milliseconds(500)
 
-    init(eventLoop: EventLoop) {
+    init(eventLoop: EventLoop, buffers: BufferPool) {
         self.eventLoop = eventLoop
+        self.buffers = buffers
     }
 
     var count: Int { handlers.count }
@@ -55,6 +59,7 @@ final class ConnectionRegistry: @unchecked Sendable {
     func sweep(now: NIODeadline) {
         eventLoop.assertInEventLoop()
         for h in handlers.values { h.checkTimeouts(now: now) }
+        buffers.sweep()
     }
 
     func stop() {

@@ -24,6 +24,9 @@ final class EventLoopContext: @unchecked Sendable {
     /// is NIO's one shared empty buffer: assigning it wrote its reference count from every
     /// loop, a cache line moved between the cores several times per request.
     let emptyBuffer = ByteBufferAllocator().buffer(capacity: 1)
+    /// Buffers the loop's connections write into and give back as soon as they are passed on:
+    /// one still in cache from the previous connection, rather than one per connection.
+    let buffers: BufferPool
     /// Request ids for requests that come without one: one generator per loop, seeded once
     /// (seeding one per connection cost two getrandom calls on every accept).
     var ids = RequestIDGenerator()
@@ -38,7 +41,9 @@ final class EventLoopContext: @unchecked Sendable {
         self.upstreams = UpstreamConnectionPool(
             eventLoop: eventLoop, connectTimeout: settings.upstreamConnectTimeout,
             idleTimeout: settings.upstreamIdleTimeout, responseLimits: settings.responseLimits)
-        self.registry = ConnectionRegistry(eventLoop: eventLoop)
+        let buffers = BufferPool()
+        self.buffers = buffers
+        self.registry = ConnectionRegistry(eventLoop: eventLoop, buffers: buffers)
         let version = config.version
         self.held = LoopSnapshot(config.snapshot, version: version)
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 8)

@@ -58,21 +58,14 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
 
     // MARK: - Reused head buffers
 
-    /// Upstream request heads of finished streams, written over by later ones: once NIO has sent
-    /// one, its storage is referenced only here and `clear` reuses it (no allocation per stream);
-    /// one still queued makes `clear` copy, as it must.
-    private var spareHeads: [ByteBuffer] = []
-
+    /// Upstream request heads come from the loop's pool and go back once their stream no longer
+    /// needs them for a retry (`BufferPool`): no allocation per stream, and warm memory.
     func headBuffer(capacity: Int) -> ByteBuffer {
-        var b = spareHeads.popLast() ?? ByteBuffer()
-        b.clear(minimumCapacity: capacity)
-        return b
+        loop.buffers.take(minimumCapacity: capacity)
     }
 
     func recycle(_ head: ByteBuffer) {
-        // As many as streams run at once (h2load -m10 kept 10 in flight, and a cap of 8 cost
-        // two allocations per ten streams), within reason; none once the connection is idle.
-        if spareHeads.count < 32 && head.capacity <= 4096 { spareHeads.append(head) }
+        loop.buffers.give(head)
     }
 
     /// One response field block, emptied and filled for each response: nghttp2 copies the
@@ -210,7 +203,6 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
                 // Idle for a second: the buffers kept for the next streams go (they are kept
                 // across the moments between bursts, when no stream is open, not across idleness).
                 sparesReleased = true
-                spareHeads = []
                 spareBlock = nil
                 handler?.releaseSpares()
             }

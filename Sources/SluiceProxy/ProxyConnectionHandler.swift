@@ -110,6 +110,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
         self.client = ClientInfo(proto: tls ? "https" : "http")
+        self.output = WriteGatherer(buffers: loop.buffers)
         logging = loop.accessLog != nil
         if logging { logFields = AccessLogFields() }
     }
@@ -243,7 +244,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         loop.registry.remove(self)
         phase = .closing
         let connection = HTTP2ProxyConnection(loop: loop, tls: tls, sniCertificate: sniCertificate)
-        let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial)
+        let buffers = loop.buffers
+        let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial,
+                                         takeBuffer: { buffers.take(minimumCapacity: $0) }, giveBuffer: { buffers.give($0) })
         do {
             try context.pipeline.syncOperations.addHandler(handler, position: .after(self))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -444,7 +447,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func startExchange(headLength: Int) {
         let head = parser.head
         exchangeID &+= 1
-        buffersReleased = false
         deadlines.requestStarted()
         record.begin(now: loop.now, bytesIn: headLength)
         responseStatus = 0
@@ -533,7 +535,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .contentLength(let n): forwardFraming = .contentLength(n)
         case .none, .closeDelimited: forwardFraming = .none
         }
-        var out = ByteBuffer.takeKept(&requestHeadScratch, capacity: head.headLength + 320)
+        var out = loop.buffers.take(minimumCapacity: head.headLength + 320)
         inbound.withUnsafeReadableBytes { p in
             ForwardedHeads.writeRequestHead(
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
@@ -542,7 +544,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if logging && logFields!.requestID.isEmpty { logFields!.requestID = logFields!.keepHex(loop.ids.last) }
         inbound.moveReaderIndex(forwardBy: headLength)
         requestHead = out
-        out.keep(in: &requestHeadScratch)
         endpointIndex = -1
         tries.begin(pool, of: held, hash: hashKey, preferred: affinityPreferred, loop: loop)
         startAttempt()
@@ -701,7 +702,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         record.bytesIn += slice.readableBytes
         bodyBytesSent = true
-        requestHead = nil
+        dropRequestHead()
         if requestFraming == .chunked {
             var h = context.channel.allocator.buffer(capacity: 18)
             ForwardedHeads.writeChunkHeader(&h, size: slice.readableBytes)
@@ -737,7 +738,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                 responseStarted = true
                 record.upstreamStatus = 101
                 finishRecord(status: 101)
-                requestHead = nil
+                dropRequestHead()
                 setPhase(.tunnel)
                 flushClient()
                 upstream?.enterTunnel()
@@ -765,7 +766,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             }
             return
         }
-        requestHead = nil
+        dropRequestHead()
         record.upstreamStatus = head.status
         record.upstreamDone(now: loop.now)
         responseStatus = head.status
@@ -795,7 +796,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     // MARK: - Output to the client
 
-    private var output = WriteGatherer()
+    private var output: WriteGatherer
 
     private func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
         output.gather(capacity: capacity, write)
@@ -809,12 +810,16 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func writeGathered() {
-        if let out = output.take() { context.write(wrapOutboundOut(out), promise: nil) }
+        if let out = output.take() {
+            context.write(wrapOutboundOut(out), promise: nil)
+            output.written(out)
+        }
     }
 
     private func flushClient() {
         if let out = output.take() {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)  // one pass down the pipeline, not two
+            output.written(out)
         } else {
             context.flush()
         }
@@ -822,9 +827,12 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     // MARK: - Head buffers
 
-    /// The request head this connection wrote last, kept to be written over (see
-    /// `ByteBuffer.takeKept`): a keep-alive request costs no allocation for its head.
-    private var requestHeadScratch: ByteBuffer? = nil
+    /// The request head is no longer needed for a retry: its buffer, sent long ago, goes back to
+    /// the loop's pool. (Given back when written, it would be shared until now, and every
+    /// connection that took it meanwhile would have had to allocate.)
+    private func dropRequestHead() {
+        if let head = requestHead.take() { loop.buffers.give(head) }
+    }
 
     /// The proxy's own response lines: HSTS and the affinity cookie.
     private var responseExtra: [UInt8]? {
@@ -927,7 +935,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             upstream = nil
             if requestDone { loop.upstreams.release(conn, now: loop.now) } else { conn.close() }
         }
-        requestHead = nil
+        dropRequestHead()
         if closeAfterResponse {
             closeAfterFlush()
             return
@@ -963,7 +971,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         closeAttempts()
         send(buf)
         needsFlush = true
-        requestHead = nil
+        dropRequestHead()
         if let upstream {
             self.upstream = nil
             upstream.close()
@@ -1085,21 +1093,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    // MARK: - Idle memory
-
-    /// Between requests, buffers are kept to be written over by the next one; once the
-    /// connection has been idle this long they go, as HTTP/2's do, so that idle keep-alive
-    /// connections hold as little as possible.
-    private static let idleBuffersFor = TimeAmount.seconds(1)
-    private var buffersReleased = true
-
-    private func releaseBuffers() {
-        buffersReleased = true
-        requestHeadScratch = nil
-        output.releaseSpare()
-        if tls { context.triggerUserOutboundEvent(TLSReleaseBuffers(), promise: nil) }
-    }
-
     // MARK: - Timeouts
 
     /// Called by the loop's timeout sweep (`ConnectionRegistry`), for registered connections only.
@@ -1108,9 +1101,6 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         if phase == .closing {
             checkClosing(now: now)
             return
-        }
-        if deadlines.stage == .idle, !buffersReleased, now - deadlines.stageSince >= Self.idleBuffersFor {
-            releaseBuffers()
         }
         if deadlines.clientBlockedSince != nil {
             deadlines.clientBacklog(clientBacklog, at: now)

@@ -93,7 +93,7 @@ public final class ProxyServer: Sendable {
                         try options?.setOption(.allowRemoteHalfClosure, value: true)
                         try options?.setOption(.maxMessagesPerRead, value: 16)
                         if let tls {
-                            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls))
+                            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls, buffers: ctx.buffers))
                         }
                         try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx, tls: tls != nil))
                     }

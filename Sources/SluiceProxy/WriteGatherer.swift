@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceTLS
 
 /// What goes to a client is gathered while it is small: a response head, a short body behind
 /// it, a chunk's size line, the chunk and its CRLF leave as one buffer. It is handed out when
@@ -16,21 +17,22 @@ struct WriteGatherer {
     static let bufferLimit = 16 * 1024
 
     private var gathered: ByteBuffer? = nil
-    /// The buffer handed out last, written over by the next gathering once NIO has let go of it.
-    private var spare: ByteBuffer? = nil
+    /// Where gathering buffers come from, and where each goes back once handed out: the next
+    /// gathering on the loop writes over it once NIO has let go of it.
+    private let buffers: BufferPool
+
+    /// `buffers`: the event loop's pool.
+    init(buffers: BufferPool) {
+        self.buffers = buffers
+    }
 
     var gatheredBytes: Int { gathered?.readableBytes ?? 0 }
 
-    /// Lets the spare buffer go (an idle connection); the next gathering allocates.
-    mutating func releaseSpare() {
-        spare = nil
-    }
-
-    /// Appends what `write` writes to what is gathered, starting from the spare buffer (with at
+    /// Appends what `write` writes to what is gathered, starting from a pooled buffer (with at
     /// least `capacity` bytes of room) when nothing is.
     mutating func gather(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
         if gathered == nil {
-            gathered = ByteBuffer.takeKept(&spare, capacity: capacity)
+            gathered = buffers.take(minimumCapacity: capacity)
         }
         write(&gathered!)
     }
@@ -48,31 +50,13 @@ struct WriteGatherer {
 
     /// What was gathered, to be written now; nil when nothing was.
     mutating func take() -> ByteBuffer? {
-        guard let out = gathered else { return nil }
-        gathered = nil
-        out.keep(in: &spare)
-        return out
-    }
-}
-
-// MARK: - Buffers kept to be written over
-
-extension ByteBuffer {
-    /// The kept buffer, emptied, with room for `capacity` bytes (a new one when none is kept).
-    /// Once NIO has sent it, its storage is referenced only by the keeper and `clear` reuses it:
-    /// no allocation. One still queued (a pipelined burst, a slow client) makes `clear` copy, as
-    /// it must. The buffer is moved out of the keeper, which would otherwise hold a second
-    /// reference; leaving `ByteBuffer()` there instead retained NIO's one shared empty buffer,
-    /// whose reference count every event loop then wrote.
-    static func takeKept(_ kept: inout ByteBuffer?, capacity: Int) -> ByteBuffer {
-        guard var b = kept.take() else { return ByteBufferAllocator().buffer(capacity: capacity) }
-        b.clear(minimumCapacity: capacity)
-        return b
+        gathered.take()
     }
 
-    /// Keeps this buffer to be written over unless it is unusually large: an idle connection
-    /// should not hold on to a 64 KiB head.
-    func keep(in kept: inout ByteBuffer?) {
-        kept = capacity <= 4096 ? self : nil
+    /// A buffer `take()` handed out has been written: it goes back to the pool. Not before, or
+    /// a handler below that takes from the pool too (TLS, gathering what it encrypts) would
+    /// take this very buffer while it still reads it, and have to allocate.
+    func written(_ out: ByteBuffer) {
+        buffers.give(out)
     }
 }

@@ -19,13 +19,14 @@ final class TLSConnection {
     fileprivate var inbound: ByteBuffer? = nil
     /// Ciphertext OpenSSL has written and the handler has not taken yet.
     fileprivate var outbound: ByteBuffer? = nil
-    /// The buffer taken last time, to write the next ciphertext into once the channel has let go
-    /// of it (the usual case between keep-alive requests), so that sending costs no allocation.
-    private var spare: ByteBuffer? = nil
+    /// Where ciphertext buffers come from and go back to once handed to the channel, so that
+    /// sending costs no allocation and writes into memory another connection just used.
+    private let buffers: BufferPool
 
     /// `initial`: the context the handshake starts on; `store`: where the SNI callback looks
-    /// (it must outlive the connection).
-    init(initial: TLSContext, store: CertificateStoreBox) throws {
+    /// (it must outlive the connection); `buffers`: the event loop's pool.
+    init(initial: TLSContext, store: CertificateStoreBox, buffers: BufferPool) throws {
+        self.buffers = buffers
         guard let ssl = SSL_new(initial.ctx) else { throw TLSError("SSL_new") }
         _ = sluice_SSL_set_app_data(ssl, Unmanaged.passUnretained(store).toOpaque())
         guard let bio = BIO_new(SluiceBIO.method) else {
@@ -97,12 +98,12 @@ final class TLSConnection {
         return failure ?? .done
     }
 
-    /// The ciphertext OpenSSL has written since the last call, if any. The buffer is kept (unless
-    /// it grew past a record) to be written into again next time.
+    /// The ciphertext OpenSSL has written since the last call, if any. Its buffer goes back to
+    /// the pool at once: the channel usually sends it before anyone takes it again.
     func takeCiphertext() -> ByteBuffer? {
         guard let out = outbound else { return nil }
         outbound = nil
-        spare = out.capacity <= Self.keptBufferLimit ? out : nil
+        buffers.give(out)
         return out
     }
 
@@ -141,15 +142,6 @@ final class TLSConnection {
         }
     }
 
-    /// The largest buffer kept for reuse: one record and its overhead. An idle connection that
-    /// once sent a large body should not hold on to more.
-    static let keptBufferLimit = 17 * 1024
-
-    /// An idle connection gives its kept buffer back.
-    func releaseSpare() {
-        spare = nil
-    }
-
     // MARK: - The BIO's side
 
     fileprivate func bioRead(into p: UnsafeMutableRawBufferPointer, bio: OpaquePointer) -> Int32 {
@@ -167,14 +159,7 @@ final class TLSConnection {
     }
 
     fileprivate func bioWrite(_ p: UnsafeRawBufferPointer) -> Int32 {
-        if outbound == nil {
-            if var b = spare.take() {
-                b.clear(minimumCapacity: p.count)
-                outbound = b
-            } else {
-                outbound = ByteBufferAllocator().buffer(capacity: max(p.count, 1024))
-            }
-        }
+        if outbound == nil { outbound = buffers.take(minimumCapacity: p.count) }
         outbound!.writeBytes(p)
         return Int32(p.count)
     }

@@ -34,13 +34,6 @@ public struct TLSCloseAfterFlush: Sendable {
     }
 }
 
-/// An outbound user event: the connection has gone idle, so the buffers kept to be written over
-/// by the next record go (an idle connection that once carried a large response would otherwise
-/// keep up to a record's worth of each).
-public struct TLSReleaseBuffers: Sendable {
-    public init() {}
-}
-
 /// Server-side TLS for one connection: ciphertext below, plaintext above.
 ///
 /// States: handshaking → active → closing → closed. Plaintext written before the handshake ends
@@ -68,14 +61,20 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     private var fedBytes = 0
     /// The `TLSCloseAfterFlush` in progress, if any.
     private var closer: LingeringClose?
+    /// Plaintext and ciphertext buffers come from here and go back as soon as they are passed on
+    /// (`BufferPool`); one pool per event loop.
+    private let buffers: BufferPool
 
-    public init(front: TLSFrontContext) {
+    /// `buffers`: the event loop's pool (the default, a pool of the connection's own, is for
+    /// tests).
+    public init(front: TLSFrontContext, buffers: BufferPool = BufferPool()) {
         self.front = front.context
         self.store = front.store
+        self.buffers = buffers
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        connection = try? TLSConnection(initial: store.current.defaultContext ?? front, store: store)
+        connection = try? TLSConnection(initial: store.current.defaultContext ?? front, store: store, buffers: buffers)
         if connection == nil { context.close(promise: nil) }
     }
 
@@ -119,13 +118,13 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         readPlaintext(context: context)
     }
 
-    /// Decrypts every complete record into one buffer and passes it on once. The buffer is the
-    /// one passed on last time when the handler above has let go of it (the usual case between
-    /// keep-alive requests), so a request costs no allocation here.
+    /// Decrypts every complete record into one buffer and passes it on once. The buffer comes
+    /// from the pool and goes back to it: the handler above consumes it before the next read
+    /// (the usual case), so a request costs no allocation here.
     private func readPlaintext(context: ChannelHandlerContext) {
         guard let connection else { return }
-        var out = Self.reuse(&plaintextScratch, capacity: max(512, min(16 * 1024, fedBytes)))
-        defer { Self.keep(out, in: &plaintextScratch) }
+        var out = buffers.take(minimumCapacity: max(512, min(16 * 1024, fedBytes)))
+        defer { buffers.give(out) }
         while state == .active || state == .closing {
             let limit = max(512, min(16 * 1024, fedBytes))
             switch connection.read(into: &out, limit: limit) {
@@ -165,27 +164,6 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         context.fireChannelRead(wrapInboundOut(out))
     }
 
-    // MARK: - Reused buffers
-
-    /// The last plaintext passed up, kept to be written over once nobody else holds it (`clear`
-    /// copies when someone still does, as it must). The ciphertext's is `TLSConnection`'s.
-    private var plaintextScratch: ByteBuffer? = nil
-
-    /// Moved out, not copied: our own second reference would make `clear` copy. (Leaving
-    /// `ByteBuffer()` behind retained NIO's one shared empty buffer, whose reference count every
-    /// event loop then wrote.)
-    private static func reuse(_ scratch: inout ByteBuffer?, capacity: Int) -> ByteBuffer {
-        guard var b = scratch.take() else { return ByteBufferAllocator().buffer(capacity: capacity) }
-        b.clear(minimumCapacity: capacity)
-        return b
-    }
-
-    /// Keeps a buffer for the next use unless it grew past one record: an idle connection that
-    /// once sent a large body should not hold on to it.
-    private static func keep(_ buffer: ByteBuffer, in scratch: inout ByteBuffer?) {
-        scratch = buffer.capacity <= TLSConnection.keptBufferLimit ? buffer : nil
-    }
-
     public func channelReadComplete(context: ChannelHandlerContext) {
         if firedRead {
             firedRead = false
@@ -212,10 +190,9 @@ public final class TLSServerHandler: ChannelDuplexHandler {
             // body written apart become one record, and each SSL_write costs OpenSSL several
             // allocations. Large ones go straight in (after what was gathered, in order).
             if promise == nil && plaintext.readableBytes < Self.gatherLimit {
-                if gathered.readableBytes == 0 { gathered.clear() }  // keeps its storage, grows to the usual size
-                var p = plaintext
-                gathered.writeBuffer(&p)
-                if gathered.readableBytes >= Self.gatherLimit { _ = encryptGathered(context: context) }
+                if gathered == nil { gathered = buffers.take(minimumCapacity: plaintext.readableBytes) }
+                gathered!.writeImmutableBuffer(plaintext)
+                if gathered!.readableBytes >= Self.gatherLimit { _ = encryptGathered(context: context) }
                 return
             }
             guard encryptGathered(context: context), let connection else {
@@ -242,21 +219,17 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Plaintext written since the last flush, not yet encrypted (reused: it is only ever read
-    /// by SSL_write, which copies).
-    private var gathered = ByteBuffer()
+    /// Plaintext written since the last flush, not yet encrypted; nil when none is. Its buffer
+    /// goes back to the pool once encrypted (SSL_write copies).
+    private var gathered: ByteBuffer? = nil
     private static let gatherLimit = 16 * 1024
 
     /// Encrypts what was gathered; false when the connection failed (and is closing).
     private func encryptGathered(context: ChannelHandlerContext) -> Bool {
-        guard gathered.readableBytes > 0 else { return state == .active }
-        guard state == .active, let connection else {
-            gathered.clear()
-            return false
-        }
-        let result = connection.write(gathered)
-        gathered.moveReaderIndex(to: gathered.writerIndex)
-        if gathered.capacity > 17 * 1024 { gathered = ByteBuffer() }  // see `keep`
+        guard let plaintext = gathered.take() else { return state == .active }
+        defer { buffers.give(plaintext) }
+        guard state == .active, let connection else { return false }
+        let result = connection.write(plaintext)
         switch result {
         case .done, .wantRead:
             return true
@@ -316,13 +289,6 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        if event is TLSReleaseBuffers {
-            plaintextScratch = nil
-            connection?.releaseSpare()
-            if gathered.readableBytes == 0 { gathered = ByteBuffer() }
-            promise?.succeed(())
-            return
-        }
         guard let closing = event as? TLSCloseAfterFlush else {
             context.triggerUserOutboundEvent(event, promise: promise)
             return

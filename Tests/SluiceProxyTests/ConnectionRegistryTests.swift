@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import SluiceTLS
 import Testing
 
 @testable import SluiceProxy
@@ -26,7 +27,7 @@ final class RecordingConnection: DrainableConnection {
 @Suite struct ConnectionRegistryTests {
     func started() -> (EmbeddedEventLoop, ConnectionRegistry) {
         let loop = EmbeddedEventLoop()
-        let registry = ConnectionRegistry(eventLoop: loop)
+        let registry = ConnectionRegistry(eventLoop: loop, buffers: BufferPool())
         registry.start()
         loop.run()
         return (loop, registry)

@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceTLS
 import Testing
 @testable import SluiceProxy
 
@@ -6,7 +7,7 @@ import Testing
 /// the handler would pass to `context.write`, in order.
 struct WriteGathererTests {
     struct Output {
-        var gatherer = WriteGatherer()
+        var gatherer = WriteGatherer(buffers: BufferPool())
         var written: [String] = []
 
         mutating func gather(_ s: String) {
@@ -21,7 +22,10 @@ struct WriteGathererTests {
         }
 
         mutating func flush() {
-            if let out = gatherer.take() { written.append(String(buffer: out)) }
+            if let out = gatherer.take() {
+                written.append(String(buffer: out))
+                gatherer.written(out)
+            }
         }
     }
 
@@ -71,10 +75,11 @@ struct WriteGathererTests {
     }
 
     @Test func theBufferWrittenLastIsWrittenOverOnceReleased() {
-        var g = WriteGatherer()
+        var g = WriteGatherer(buffers: BufferPool())
         g.gather(capacity: 64) { $0.writeString("first") }
         var out = g.take()!
         let storage = out.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        g.written(out)
         out = ByteBuffer()  // NIO has written it and let go
         _ = out
         g.gather(capacity: 64) { $0.writeString("second") }
@@ -84,7 +89,7 @@ struct WriteGathererTests {
     }
 
     @Test func aJoinedBodyIsCopiedIntoTheGatheredBufferItself() {
-        var g = WriteGatherer()
+        var g = WriteGatherer(buffers: BufferPool())
         var storage: UInt = 0
         g.gather(capacity: 64) { b in
             storage = b.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
@@ -98,9 +103,10 @@ struct WriteGathererTests {
     }
 
     @Test func aBufferStillQueuedIsNotWrittenOver() {
-        var g = WriteGatherer()
+        var g = WriteGatherer(buffers: BufferPool())
         g.gather(capacity: 64) { $0.writeString("queued") }
         let queued = g.take()!  // still held, as by NIO's pending writes
+        g.written(queued)
         g.gather(capacity: 64) { $0.writeString("next") }
         let next = g.take()!
         #expect(String(buffer: queued) == "queued")

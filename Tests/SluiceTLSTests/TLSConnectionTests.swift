@@ -58,7 +58,7 @@ struct TLSConnectionTests {
 
     static func connected() throws -> (Client, TLSConnection) {
         let front = try front.get()
-        let server = try TLSConnection(initial: front.context, store: front.store)
+        let server = try TLSConnection(initial: front.context, store: front.store, buffers: BufferPool())
         let client = Client()
         for _ in 0..<10 {
             _ = SSL_do_handshake(client.ssl)
