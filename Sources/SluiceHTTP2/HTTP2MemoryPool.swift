@@ -3,8 +3,9 @@ import CNGHTTP2
 import Glibc
 #endif
 
-/// nghttp2's allocations for one session, served from free lists the session keeps (haproxy's
-/// per-thread pools, on the scale of one connection).
+/// nghttp2's allocations, served from free lists: haproxy's per-thread pools. The proxy keeps one
+/// per event loop, shared by the loop's sessions, so that a stream takes the blocks another
+/// stream on the loop has just freed, still in cache; a session of its own is the default.
 ///
 /// nghttp2 allocates six small blocks per stream (the stream, its outbound items, copies of
 /// the response fields) and frees them when the stream closes. With a few hundred streams in
@@ -13,20 +14,24 @@ import Glibc
 /// Here a freed block goes on its size class's list and the next stream takes it back.
 ///
 /// Blocks carry a 16-byte header (the class, and the size of an unpooled block), so `free`
-/// needs no size and user pointers keep malloc's 16-byte alignment. Used on the session's
-/// event loop only, as the session is.
-final class HTTP2MemoryPool {
+/// needs no size and user pointers keep malloc's 16-byte alignment. Used on one event loop only,
+/// as its sessions are. It must outlive them: `nghttp2_session_del` frees through it.
+public final class HTTP2MemoryPool: @unchecked Sendable {
     static let headerBytes = 16
     static let classSizes = [64, 128, 256, 512, 1024]
     /// Blocks kept per class at most; beyond it a freed block goes back to malloc.
-    static let keepPerClass = 64
+    let keepPerClass: Int
     private static let unpooled = classSizes.count
+    private var allocatedSinceSweep = false
 
     /// The first free block of each class; a free block's first word points to the next.
     private let heads: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let counts: UnsafeMutablePointer<Int>
 
-    init() {
+    /// `keepPerClass`: a session's own pool keeps what its streams use at once (64: ten streams
+    /// in flight use about sixty blocks); a loop's, what all of its sessions' streams do.
+    public init(keepPerClass: Int = 64) {
+        self.keepPerClass = keepPerClass
         heads = .allocate(capacity: Self.classSizes.count)
         heads.initialize(repeating: nil, count: Self.classSizes.count)
         counts = .allocate(capacity: Self.classSizes.count)
@@ -53,6 +58,7 @@ final class HTTP2MemoryPool {
     }
 
     func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+        allocatedSinceSweep = true
         let c = Self.sizeClass(size)
         if c != Self.unpooled, let block = heads[c] {
             heads[c] = block.load(as: UnsafeMutableRawPointer?.self)
@@ -69,7 +75,7 @@ final class HTTP2MemoryPool {
     func free(_ block: UnsafeMutableRawPointer?) {
         guard let block else { return }
         let c = Self.sizeClass(of: block)
-        if c != Self.unpooled && counts[c] < Self.keepPerClass {
+        if c != Self.unpooled && counts[c] < keepPerClass {
             block.storeBytes(of: heads[c], as: UnsafeMutableRawPointer?.self)
             heads[c] = block
             counts[c] += 1
@@ -93,6 +99,13 @@ final class HTTP2MemoryPool {
         memcpy(bigger, block, usable)
         free(block)
         return bigger
+    }
+
+    /// Called about once a second for a loop's pool: a loop whose sessions allocated nothing
+    /// since the last call is idle, and its blocks go back to malloc.
+    public func sweep() {
+        if !allocatedSinceSweep { trim() }
+        allocatedSinceSweep = false
     }
 
     /// Gives every cached block back to malloc (an idle connection should hold none).

@@ -37,10 +37,10 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
 
     /// `takeBuffer`, `giveBuffer`: a pool of output buffers (by default none: each round
     /// allocates).
-    public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil,
+    public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil, memory: HTTP2MemoryPool? = nil,
                 takeBuffer: @escaping (_ minimumCapacity: Int) -> ByteBuffer = { ByteBufferAllocator().buffer(capacity: $0) },
                 giveBuffer: @escaping (ByteBuffer) -> Void = { _ in }) {
-        self.session = HTTP2Session(limits: limits)
+        self.session = HTTP2Session(limits: limits, memory: memory)
         self.delegate = delegate
         self.initial = initial
         self.takeBuffer = takeBuffer

@@ -63,7 +63,9 @@ public final class HTTP2Session {
     private let noPending = CircularBuffer<ByteBuffer>(initialCapacity: 1)
     private static let spareLimit = 16
     /// Where nghttp2 allocates; released after the session (a stored property outlives `deinit`).
-    private let memory = HTTP2MemoryPool()
+    private let memory: HTTP2MemoryPool
+    /// The pool is the session's own (not its loop's), so an idle session empties it.
+    private let ownsMemory: Bool
     private let clock: () -> NIODeadline
     private var windowStart: NIODeadline
     private var controlFrames = 0
@@ -71,8 +73,12 @@ public final class HTTP2Session {
     /// Why the connection is ending, when it ends because of the client.
     public private(set) var failure: String? = nil
 
-    public init(limits: HTTP2Limits = HTTP2Limits(), clock: @escaping () -> NIODeadline = { NIODeadline.now() }) {
+    /// `memory`: the event loop's pool for nghttp2's allocations (nil: one of the session's own).
+    public init(limits: HTTP2Limits = HTTP2Limits(), memory: HTTP2MemoryPool? = nil,
+                clock: @escaping () -> NIODeadline = { NIODeadline.now() }) {
         self.limits = limits
+        self.memory = memory ?? HTTP2MemoryPool()
+        self.ownsMemory = memory == nil
         self.clock = clock
         self.windowStart = clock()
 
@@ -90,7 +96,7 @@ public final class HTTP2Session {
         nghttp2_option_set_stream_reset_rate_limit(options, UInt64(limits.resetBurst), UInt64(limits.resetRatePerSecond))
         nghttp2_option_set_max_settings(options, 32)
         nghttp2_option_set_max_outbound_ack(options, 1000)
-        var mem = memory.nghttp2Mem
+        var mem = self.memory.nghttp2Mem
         nghttp2_session_server_new3(&session, callbacks, Unmanaged.passUnretained(self).toOpaque(), options, &mem)
         nghttp2_option_del(options)
         nghttp2_session_callbacks_del(callbacks)
@@ -159,7 +165,7 @@ public final class HTTP2Session {
     /// Drops the buffers kept for new streams (an idle connection should hold none).
     public func releaseSpares() {
         spareStorage = []
-        memory.trim()
+        if ownsMemory { memory.trim() }
     }
     public var openStreams: Int { streams.count }
     /// Blocks nghttp2 freed that wait for its next allocations.

@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceHTTP2
 import SluiceTLS
 
 /// A client connection a shutdown can drain (HTTP/1.1 or HTTP/2).
@@ -15,8 +16,9 @@ protocol DrainableConnection: AnyObject {
 final class ConnectionRegistry: @unchecked Sendable {
     // @unchecked: touched only on `eventLoop`.
     let eventLoop: EventLoop
-    /// The loop's buffer pool, swept with the connections (an idle loop lets its buffers go).
+    /// The loop's pools, swept with the connections (an idle loop lets their memory go).
     private let buffers: BufferPool
+    private let http2Memory: HTTP2MemoryPool?
     private var handlers: [ObjectIdentifier: DrainableConnection] = [:]
     private(set) var draining = false
     private var sweeper: RepeatedTask? = nil
@@ -24,9 +26,10 @@ final class ConnectionRegistry: @unchecked Sendable {
     /// How often timeouts are checked, and so how late past its deadline one may fire.
     static let tick = TimeAmount.milliseconds(500)
 
-    init(eventLoop: EventLoop, buffers: BufferPool) {
+    init(eventLoop: EventLoop, buffers: BufferPool, http2Memory: HTTP2MemoryPool? = nil) {
         self.eventLoop = eventLoop
         self.buffers = buffers
+        self.http2Memory = http2Memory
     }
 
     var count: Int { handlers.count }
@@ -60,6 +63,7 @@ final class ConnectionRegistry: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         for h in handlers.values { h.checkTimeouts(now: now) }
         buffers.sweep()
+        http2Memory?.sweep()
     }
 
     func stop() {

@@ -245,7 +245,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         phase = .closing
         let connection = HTTP2ProxyConnection(loop: loop, tls: tls, sniCertificate: sniCertificate)
         let buffers = loop.buffers
-        let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial,
+        let handler = HTTP2ServerHandler(limits: settings.http2, delegate: connection, initial: initial, memory: loop.http2Memory,
                                          takeBuffer: { buffers.take(minimumCapacity: $0) }, giveBuffer: { buffers.give($0) })
         do {
             try context.pipeline.syncOperations.addHandler(handler, position: .after(self))

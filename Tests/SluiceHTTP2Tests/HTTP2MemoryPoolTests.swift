@@ -60,9 +60,9 @@ struct HTTP2MemoryPoolTests {
 
     @Test func eachClassKeepsABoundedNumberAndTrimEmptiesThem() {
         let pool = HTTP2MemoryPool()
-        let blocks = (0..<(HTTP2MemoryPool.keepPerClass + 10)).map { _ in pool.allocate(300)! }
+        let blocks = (0..<(pool.keepPerClass + 10)).map { _ in pool.allocate(300)! }
         for b in blocks { pool.free(b) }
-        #expect(pool.cachedBlocks == HTTP2MemoryPool.keepPerClass)
+        #expect(pool.cachedBlocks == pool.keepPerClass)
         pool.trim()
         #expect(pool.cachedBlocks == 0)
     }
@@ -95,5 +95,34 @@ struct HTTP2MemoryPoolTests {
         #expect(h.session.cachedMemoryBlocks == cached, "each stream took its blocks back from the lists")
         h.session.releaseSpares()
         #expect(h.session.cachedMemoryBlocks == 0)
+    }
+
+    /// The proxy's sessions share their loop's pool: one connection going idle does not empty
+    /// it, and the loop's sweep does once no session has allocated for a whole period.
+    @Test func aLoopsSessionsShareOnePoolThatOnlyTheSweepEmpties() {
+        let shared = HTTP2MemoryPool(keepPerClass: 1024)
+        let a = Harness(memory: shared), b = Harness(memory: shared)
+        for h in [a, b] {
+            h.delegate.onHeaders = { [unowned h] s in
+                var head = HTTP2HeaderBlock()
+                head.add(":status", "204")
+                h.session.respond(s, headers: head, hasBody: false)
+            }
+            var w = FrameWriter()
+            w.start()
+            w.headers(stream: 1, get, endStream: true)
+            h.feed(w)
+            _ = h.output()
+        }
+        #expect(a.delegate.heads.count == 1 && b.delegate.heads.count == 1)
+        let cached = shared.cachedBlocks
+        #expect(cached > 0)
+        #expect(a.session.cachedMemoryBlocks == cached, "a session reports the pool it allocates from")
+        a.session.releaseSpares()
+        #expect(shared.cachedBlocks == cached, "an idle connection leaves the loop's blocks alone")
+        shared.sweep()  // allocations since the start: kept
+        #expect(shared.cachedBlocks == cached)
+        shared.sweep()  // a whole period without one: the loop is idle
+        #expect(shared.cachedBlocks == 0)
     }
 }

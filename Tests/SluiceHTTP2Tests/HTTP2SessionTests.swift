@@ -104,10 +104,10 @@ final class Harness {
     let session: HTTP2Session
     let delegate = RecordingDelegate()
 
-    init(limits: HTTP2Limits = HTTP2Limits()) {
+    init(limits: HTTP2Limits = HTTP2Limits(), memory: HTTP2MemoryPool? = nil) {
         // A clock that never moves: rate limits are per second, and the test sends in "no time".
         let fixed = NIODeadline.uptimeNanoseconds(1_000_000_000)
-        session = HTTP2Session(limits: limits, clock: { fixed })
+        session = HTTP2Session(limits: limits, memory: memory, clock: { fixed })
         session.delegate = delegate
     }
 
