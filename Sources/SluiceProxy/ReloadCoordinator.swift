@@ -123,3 +123,33 @@ public final class ReloadCoordinator: Sendable {
         return "hosts +\(hAdded) -\(hRemoved), routes +\(rAdded) -\(rRemoved) ~\(rChanged), backends +\(bAdded) -\(bRemoved) ~\(bChanged)"
     }
 }
+
+// MARK: - Changes before the coordinator exists
+
+/// Lets the rules folder be watched from before the first load, when no coordinator exists yet:
+/// a change seen until `attach` is remembered and applied once, by the coordinator, then. A folder
+/// watched only once the proxy served lost a change saved in between (until the next one).
+public final class ReloadTrigger: Sendable {
+    private let state = Mutex<(coordinator: ReloadCoordinator?, missed: Bool)>((nil, false))
+
+    public init() {}
+
+    /// The files changed: reload now, or once there is a coordinator.
+    public func filesChanged() {
+        let coordinator = state.withLock { s -> ReloadCoordinator? in
+            if s.coordinator == nil { s.missed = true }
+            return s.coordinator
+        }
+        coordinator?.reload(reason: "files changed")
+    }
+
+    /// From now on changes go to `coordinator`; one seen before is applied now.
+    public func attach(_ coordinator: ReloadCoordinator) {
+        let missed = state.withLock { s -> Bool in
+            s.coordinator = coordinator
+            defer { s.missed = false }
+            return s.missed
+        }
+        if missed { coordinator.reload(reason: "files changed while starting") }
+    }
+}

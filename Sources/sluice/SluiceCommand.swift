@@ -208,6 +208,18 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--default-backend: \(error)")
             }
         }
+        // Watched from before the first read, so that nothing saved from here on is missed; what
+        // changes before the coordinator exists is applied when it does (`ReloadTrigger`).
+        let trigger = ReloadTrigger()
+        let watcher = DirectoryWatcher(roots: [rules.rules, rules.certs].filter { FileManager.default.fileExists(atPath: $0) },
+                                       debounce: reloadDebounce / 1000) {
+            trigger.filesChanged()
+        }
+        do {
+            try watcher.start()
+        } catch {
+            logger.warning("cannot watch the rules folder; SIGHUP still reloads", metadata: ["error": "\(error)"])
+        }
         let loader = ConfigLoader(rulesDirectory: rules.rules, options: rules.routingOptions, fallback: fallback)
         let (initial, compiled) = ReloadCoordinator.initial(loader, logger: logger)
         logger.info("configuration loaded", metadata: [
@@ -251,16 +263,8 @@ struct Serve: AsyncParsableCommand {
             usr1.resume()
             SignalSources.keep(usr1)
         }
-        let watcher = DirectoryWatcher(roots: [rules.rules, rules.certs].filter { FileManager.default.fileExists(atPath: $0) },
-                                       debounce: reloadDebounce / 1000) {
-            reloader.reload(reason: "files changed")
-        }
-        do {
-            try watcher.start()
-        } catch {
-            logger.warning("cannot watch the rules folder; SIGHUP still reloads", metadata: ["error": "\(error)"])
-        }
         reloader.noteInitial(compiled)
+        trigger.attach(reloader)
         // The system resolver gives no TTL: ExternalName services are resolved again on a fixed
         // period, and a changed answer applies like any reload.
         let refresh = DispatchSource.makeTimerSource(queue: .global())

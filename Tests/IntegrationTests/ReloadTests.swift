@@ -14,7 +14,9 @@ struct ReloadTests {
         var proxy: ChildProcess!
         var port = 0
 
-        init() throws {
+        /// `whileStarting`: routed to this target as soon as the proxy has read its rules, before
+        /// it serves.
+        init(whileStarting: String? = nil) throws {
             stack = try Stack(backends: ["blue", "green"], defaultBackend: false)
             stack.proxy.stop()
             dir = emptyDirectory()
@@ -22,6 +24,10 @@ struct ReloadTests {
             try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
             try services().write(toFile: dir + "/sub/services.yaml", atomically: false, encoding: .utf8)
             proxy = try ChildProcess(Paths.sluice, ["serve", "--admin", "127.0.0.1:0", "--https", "127.0.0.1:0", "--rules", dir, "--http", "127.0.0.1:0", "--workers", "2", "--log-level", "info"])
+            if let whileStarting {
+                _ = try proxy.waitFor("configuration loaded")
+                try write(target: whileStarting)
+            }
             port = Int(try proxy.waitFor(#"serving http on \S*:(\d+)"#))!
         }
 
@@ -116,6 +122,14 @@ struct ReloadTests {
         let reloads = f.proxy.output.components(separatedBy: "reload applied").count - 1
         // Writes every 90 ms never leave 100 ms of quiet: the 1 s cap applies, so about one reload a second.
         #expect(reloads >= 5, "debounced reloads: \(reloads)")
+    }
+
+    /// A change saved while the proxy starts, after it has read the rules and before it serves,
+    /// applies: the folder is watched from before the first read. (It used to be watched only
+    /// once the admin listener was up, and a change in between was lost until the next one.)
+    @Test func aChangeSavedWhileStartingIsNotLost() throws {
+        let f = try Fixture(whileStarting: "green")
+        _ = try f.waitFor(backend: "green", timeout: 2.0)
     }
 
     @Test func brokenFileKeepsServingAndRecovers() throws {
