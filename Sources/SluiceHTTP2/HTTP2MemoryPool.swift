@@ -101,8 +101,8 @@ public final class HTTP2MemoryPool: @unchecked Sendable {
         return bigger
     }
 
-    /// Called about once a second for a loop's pool: a loop whose sessions allocated nothing
-    /// since the last call is idle, and its blocks go back to malloc.
+    /// Called on every timeout sweep (twice a second) for a loop's pool: a loop whose sessions
+    /// allocated nothing since the last call is idle, and its blocks go back to malloc.
     public func sweep() {
         if !allocatedSinceSweep { trim() }
         allocatedSinceSweep = false

@@ -63,8 +63,8 @@ public final class BufferPool: @unchecked Sendable {
         }
     }
 
-    /// Called about once a second: a loop that took nothing since the last call is idle, and
-    /// its buffers go.
+    /// Called on every timeout sweep (twice a second): a loop that took nothing since the last
+    /// call is idle, and its buffers go.
     public func sweep() {
         if !takenSinceSweep { trim() }
         takenSinceSweep = false
