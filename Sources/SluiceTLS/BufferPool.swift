@@ -46,7 +46,8 @@ public final class BufferPool: @unchecked Sendable {
     public func take(minimumCapacity: Int) -> ByteBuffer {
         takenSinceSweep = true
         let isSmall = minimumCapacity <= Self.smallest
-        guard var b = isSmall ? small.pop() : large.pop() else {
+        // Larger than any kept buffer: a new one, rather than a kept one thrown away to grow.
+        guard minimumCapacity <= Self.largest, var b = isSmall ? small.pop() : large.pop() else {
             return ByteBufferAllocator().buffer(capacity: isSmall ? max(minimumCapacity, 1024) : minimumCapacity)
         }
         b.clear(minimumCapacity: minimumCapacity)

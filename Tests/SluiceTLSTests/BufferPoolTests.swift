@@ -76,6 +76,14 @@ struct BufferPoolTests {
         #expect(b.writableBytes >= 4000)
     }
 
+    @Test func aRequestLargerThanAnyKeptBufferLeavesTheKeptOnesAlone() {
+        let pool = BufferPool()
+        pool.give(ByteBufferAllocator().buffer(capacity: 16 * 1024))
+        let big = pool.take(minimumCapacity: 66 * 1024)
+        #expect(big.writableBytes >= 66 * 1024)
+        #expect(pool.count == 1)
+    }
+
     @Test func anIdleLoopLetsItsBuffersGoAtTheSecondSweep() {
         let pool = BufferPool()
         pool.give(pool.take(minimumCapacity: 100))

@@ -12,6 +12,8 @@
 #                                                    N_CONNECTIONS=200: handshake included)
 #   CACHE_SIM=1 benchmarks/callgrind/run.sh           (+ simulated cache misses per request)
 #   CONNS=256 N=6000 benchmarks/callgrind/run.sh      (more client connections; N >= CONNS)
+#   TARGET='/?bytes=65536' benchmarks/callgrind/run.sh (another request target: the echo backend
+#                                                    answers `bytes=N` with a body of N bytes)
 #   PROXY=haproxy benchmarks/callgrind/run.sh          (the same count for a peer: haproxy with one
 #                                                    thread or nginx without a master, configured
 #                                                    as in the side-by-side run, benchmarks/peers.sh)
@@ -29,6 +31,7 @@ PROXY=${PROXY:-sluice}
 # Client connections of the keep-alive and h2 loads. More of them spread each request's state
 # over more memory: with CACHE_SIM, CONNS=256 shows what that costs in cache misses.
 CONNS=${CONNS:-10}
+TARGET=${TARGET:-/}
 case $PROXY in sluice|nginx|haproxy) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
@@ -99,9 +102,9 @@ else
 fi
 for s in $SCENARIOS; do
   case $s in
-    http)  load=(h2load --h1 -t1 -c"$CONNS" http://127.0.0.1:18381/) ;;
-    https) load=(h2load --h1 -t1 -c"$CONNS" https://127.0.0.1:18391/) ;;
-    h2)    load=(h2load -t1 -c"$CONNS" -m10 https://127.0.0.1:18391/) ;;
+    http)  load=(h2load --h1 -t1 -c"$CONNS" "http://127.0.0.1:18381$TARGET") ;;
+    https) load=(h2load --h1 -t1 -c"$CONNS" "https://127.0.0.1:18391$TARGET") ;;
+    h2)    load=(h2load -t1 -c"$CONNS" -m10 "https://127.0.0.1:18391$TARGET") ;;
     # A new TLS connection per request, resumed as wrk resumes (https-close) or not (https-full).
     https-close) load=(python3 benchmarks/callgrind/tls-connections.py https://127.0.0.1:18391/) ;;
     https-full)  load=(python3 benchmarks/callgrind/tls-connections.py --full https://127.0.0.1:18391/) ;;
