@@ -67,10 +67,8 @@ struct HTTP2MemoryPoolTests {
         #expect(pool.cachedBlocks == 0)
     }
 
-    /// A session allocates through its pool and gives its blocks back when streams close; an
-    /// idle connection's `releaseSpares` empties the lists.
-    @Test func aSessionReusesItsBlocksAcrossStreams() {
-        let h = Harness()
+    /// Answers every request 204, and sends the preface and a first request (stream 1).
+    private static func answerFirstStream(_ h: Harness) {
         h.delegate.onHeaders = { [unowned h] s in  // the harness holds the delegate
             var head = HTTP2HeaderBlock()
             head.add(":status", "204")
@@ -81,6 +79,13 @@ struct HTTP2MemoryPoolTests {
         w.headers(stream: 1, get, endStream: true)
         h.feed(w)
         _ = h.output()
+    }
+
+    /// A session allocates through its pool and gives its blocks back when streams close; an
+    /// idle connection's `releaseSpares` empties the lists.
+    @Test func aSessionReusesItsBlocksAcrossStreams() {
+        let h = Harness()
+        Self.answerFirstStream(h)
         #expect(h.session.openStreams == 0)
         let cached = h.session.cachedMemoryBlocks
         #expect(cached > 0, "a closed stream's blocks wait for the next")
@@ -102,18 +107,7 @@ struct HTTP2MemoryPoolTests {
     @Test func aLoopsSessionsShareOnePoolThatOnlyTheSweepEmpties() {
         let shared = HTTP2MemoryPool(keepPerClass: 1024)
         let a = Harness(memory: shared), b = Harness(memory: shared)
-        for h in [a, b] {
-            h.delegate.onHeaders = { [unowned h] s in
-                var head = HTTP2HeaderBlock()
-                head.add(":status", "204")
-                h.session.respond(s, headers: head, hasBody: false)
-            }
-            var w = FrameWriter()
-            w.start()
-            w.headers(stream: 1, get, endStream: true)
-            h.feed(w)
-            _ = h.output()
-        }
+        for h in [a, b] { Self.answerFirstStream(h) }
         #expect(a.delegate.heads.count == 1 && b.delegate.heads.count == 1)
         let cached = shared.cachedBlocks
         #expect(cached > 0)
