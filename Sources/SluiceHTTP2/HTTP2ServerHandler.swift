@@ -35,6 +35,7 @@ public final class HTTP2ServerHandler: ChannelDuplexHandler {
     private let takeBuffer: (_ minimumCapacity: Int) -> ByteBuffer
     private let giveBuffer: (ByteBuffer) -> Void
 
+    /// `memory`: the event loop's pool for nghttp2's allocations (nil: the session's own).
     /// `takeBuffer`, `giveBuffer`: a pool of output buffers (by default none: each round
     /// allocates).
     public init(limits: HTTP2Limits, delegate: HTTP2ConnectionDelegate, initial: ByteBuffer? = nil, memory: HTTP2MemoryPool? = nil,

@@ -130,26 +130,32 @@ public final class ReloadCoordinator: Sendable {
 /// a change seen until `attach` is remembered and applied once, by the coordinator, then. A folder
 /// watched only once the proxy served lost a change saved in between (until the next one).
 public final class ReloadTrigger: Sendable {
-    private let state = Mutex<(coordinator: ReloadCoordinator?, missed: Bool)>((nil, false))
+    public typealias Reload = @Sendable (_ reason: String) -> Void
+    private let state = Mutex<(reload: Reload?, missed: Bool)>((nil, false))
 
     public init() {}
 
     /// The files changed: reload now, or once there is a coordinator.
     public func filesChanged() {
-        let coordinator = state.withLock { s -> ReloadCoordinator? in
-            if s.coordinator == nil { s.missed = true }
-            return s.coordinator
+        let reload = state.withLock { s -> Reload? in
+            if s.reload == nil { s.missed = true }
+            return s.reload
         }
-        coordinator?.reload(reason: "files changed")
+        reload?("files changed")
     }
 
     /// From now on changes go to `coordinator`; one seen before is applied now.
     public func attach(_ coordinator: ReloadCoordinator) {
+        attach { coordinator.reload(reason: $0) }
+    }
+
+    /// From now on changes call `reload`; one seen before calls it now, once.
+    public func attach(_ reload: @escaping Reload) {
         let missed = state.withLock { s -> Bool in
-            s.coordinator = coordinator
+            s.reload = reload
             defer { s.missed = false }
             return s.missed
         }
-        if missed { coordinator.reload(reason: "files changed while starting") }
+        if missed { reload("files changed while starting") }
     }
 }

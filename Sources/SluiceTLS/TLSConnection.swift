@@ -115,10 +115,10 @@ final class TLSConnection {
     /// The ciphertext OpenSSL has written since the last call, if any. Its buffer goes back to
     /// the pool at once: the channel usually sends it before anyone takes it again.
     func takeCiphertext() -> ByteBuffer? {
-        guard let out = outbound else { return nil }
-        outbound = nil
+        guard let out = outbound.take() else { return nil }
         buffers.give(out)
-        return out
+        // Room reserved for a write that produced nothing (it failed) is not sent.
+        return out.readableBytes > 0 ? out : nil
     }
 
     func shutdown() {
