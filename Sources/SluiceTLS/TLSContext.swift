@@ -143,7 +143,11 @@ private let sluiceServerNameCallback: @convention(c) (OpaquePointer?, UnsafeMuta
         alert?.pointee = SSL_AD_UNRECOGNIZED_NAME
         return SSL_TLSEXT_ERR_ALERT_FATAL
     }
-    if SSL_get_SSL_CTX(ssl) != chosen.ctx { SSL_set_SSL_CTX(ssl, chosen.ctx) }
+    // Kept alive until OpenSSL holds its own reference: a reload may drop the store's, and the
+    // release build ends lifetimes at the last use (Makefile, LIFETIME_FLAGS).
+    withExtendedLifetime(chosen) {
+        if SSL_get_SSL_CTX(ssl) != chosen.ctx { SSL_set_SSL_CTX(ssl, chosen.ctx) }
+    }
     return SSL_TLSEXT_ERR_OK
 }
 

@@ -49,6 +49,10 @@ trap stop_started EXIT
 # two binaries compare the same way on any host) and report misses per request.
 cache=()
 [ -n "${CACHE_SIM:-}" ] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=1048576,16,64)
+# CALLGRIND_OPTS: more callgrind options, e.g. --dump-instr=yes to find which call site of a
+# function retains (callgrind_annotate --auto=no, then the addresses against objdump -d).
+read -r -a extra <<< "${CALLGRIND_OPTS:-}"
+cache+=("${extra[@]}")
 case $PROXY in
   sluice)
     LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
