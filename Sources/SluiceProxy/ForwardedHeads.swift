@@ -7,13 +7,16 @@ import Glibc
 
 /// What the proxy knows about the client side of a connection, rendered once per connection so
 /// that adding forwarded fields is a memcpy.
-struct ClientInfo {
-    var ip: [UInt8]
-    var proto: StaticString
-    var localPort: [UInt8]
-    var localAuthority: [UInt8]
+///
+/// A class with constant fields: a request hands it to the head writer with one reference, where
+/// a struct of three arrays cost three retains and three releases per request.
+final class ClientInfo: Sendable {
+    let ip: [UInt8]
+    let proto: StaticString
+    let localPort: [UInt8]
+    let localAuthority: [UInt8]
 
-    init(remote: SocketAddress?, local: SocketAddress?, proto: StaticString) {
+    convenience init(remote: SocketAddress?, local: SocketAddress?, proto: StaticString) {
         self.init(remote: remote, local: Self.localParts(local), proto: proto)
     }
 
@@ -26,13 +29,18 @@ struct ClientInfo {
         localAuthority = local.authority
     }
 
-    /// Before the connection is active: nothing is rendered (the values are shared).
-    init(proto: StaticString) {
+    private init(placeholder proto: StaticString) {
         ip = Self.unknown
         self.proto = proto
         localPort = []
         localAuthority = []
     }
+
+    /// Before the connection is active: nothing is rendered, and one shared value serves every
+    /// connection of a scheme.
+    static func placeholder(tls: Bool) -> ClientInfo { tls ? placeholderHTTPS : placeholderHTTP }
+    private static let placeholderHTTP = ClientInfo(placeholder: "http")
+    private static let placeholderHTTPS = ClientInfo(placeholder: "https")
 
     private static let unknown = Array("unknown".utf8)
 

@@ -50,7 +50,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
         self.loop = loop
         self.tls = tls
         self.sniCertificate = sniCertificate
-        self.client = ClientInfo(proto: tls ? "https" : "http")
+        self.client = ClientInfo.placeholder(tls: tls)
     }
 
     var session: HTTP2Session? { handler?.session }

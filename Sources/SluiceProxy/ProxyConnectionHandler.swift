@@ -109,7 +109,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.settings = loop.settings
         self.tls = tls
         self.parser = HTTP1Parser(kind: .request, limits: loop.settings.requestLimits)
-        self.client = ClientInfo(proto: tls ? "https" : "http")
+        self.client = ClientInfo.placeholder(tls: tls)
         self.output = WriteGatherer(buffers: loop.buffers)
         logging = loop.accessLog != nil
         if logging { logFields = AccessLogFields() }
@@ -478,11 +478,16 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         let held = loop.snapshot
-        if let status = held.read({ checkTLSPolicy($0, head: head, headLength: headLength) }) {
+        // One reference to the receive buffer for the head's bytes, taken once: each
+        // `inbound.withUnsafeReadableBytes` below retained and released its storage (`inbound` is
+        // a stored property the closure could change). Nothing appends to `inbound` before
+        // this returns, so the shared storage is never copied.
+        let view = inbound
+        if let status = held.read({ checkTLSPolicy($0, head: head, headLength: headLength, view: view) }) {
             _ = status
             return
         }
-        let decision = inbound.withUnsafeReadableBytes { p -> ConfigSnapshot.Decision? in
+        let decision = view.withUnsafeReadableBytes { p -> ConfigSnapshot.Decision? in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             let target = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
             return held.read {
@@ -519,7 +524,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         var hashKey: UInt64 = 0
         var affinityPreferred: Int? = nil
         if policy.balance == .consistentHash || policy.affinityCookie != nil {
-            inbound.withUnsafeReadableBytes { p in
+            view.withUnsafeReadableBytes { p in
                 let fields: RequestKeys.Fields = { visit in
                     for f in head.fields where !visit(UnsafeRawBufferPointer(rebasing: p[f.name]), UnsafeRawBufferPointer(rebasing: p[f.value])) { break }
                 }
@@ -536,7 +541,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .none, .closeDelimited: forwardFraming = .none
         }
         var out = loop.buffers.take(minimumCapacity: head.headLength + 320)
-        inbound.withUnsafeReadableBytes { p in
+        view.withUnsafeReadableBytes { p in
             ForwardedHeads.writeRequestHead(
                 into: &out, head: head, bytes: p, client: client, framing: forwardFraming,
                 upgrade: upgradeRequested, ids: &loop.ids)
@@ -602,8 +607,8 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     /// 421 when a TLS request's Host belongs to another certificate than SNI chose; 308 to https
     /// for a plain request to a host with TLS. Returns non-nil when it answered the request.
-    private func checkTLSPolicy(_ snapshot: ConfigSnapshot, head: HTTP1Head, headLength: Int) -> Int? {
-        let policy = inbound.withUnsafeReadableBytes { p -> EventLoopContext.HostPolicy in
+    private func checkTLSPolicy(_ snapshot: ConfigSnapshot, head: HTTP1Head, headLength: Int, view: ByteBuffer) -> Int? {
+        let policy = view.withUnsafeReadableBytes { p -> EventLoopContext.HostPolicy in
             let hostRange = head.targetAuthority ?? head.hostField.map { head.fields[$0].value } ?? 0..<0
             let t = head.targetForm == .absolute ? head.targetPathAndQuery : head.target
             return loop.hostPolicy(snapshot, tls: tls, sni: sniCertificate,

@@ -29,7 +29,9 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     /// Whether fewer than half the endpoints are available (then all of them are used).
     public let panicking = Atomic<Bool>(false)
     static let slots = 64
-    private let loopStates: UnsafeMutablePointer<LoopState?>
+    /// One state per event loop, made on first use and owned here (retained once, released in
+    /// `deinit`), so that a request reaches its loop's without reference counting.
+    private let loopStates: UnsafeMutablePointer<Unmanaged<LoopState>?>
 
     public init(name: String, endpoints: [Endpoint], endpointIDs: [Int32]? = nil, policy: PoolPolicy = PoolPolicy(),
                 weights: [Int]? = nil, health: [EndpointHealth]? = nil) {
@@ -50,6 +52,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     }
 
     deinit {
+        for i in 0..<Self.slots { loopStates[i]?.release() }
         loopStates.deinitialize(count: Self.slots)
         loopStates.deallocate()
     }
@@ -86,13 +89,15 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
-    /// The state of event loop `loop` (0-based); only that loop may call this.
-    func state(_ loop: Int) -> LoopState {
+    /// Runs `body` with the state of event loop `loop` (0-based), unretained (the pool keeps it);
+    /// only that loop may call this. Three calls per request (choose, begin, end).
+    @inline(__always)
+    func withState<T>(_ loop: Int, _ body: (LoopState) throws -> T) rethrows -> T {
         let slot = loop % Self.slots
-        if let s = loopStates[slot] { return s }
-        let s = LoopState(count: endpoints.count)
+        if let s = loopStates[slot] { return try s._withUnsafeGuaranteedRef(body) }
+        let s = Unmanaged.passRetained(LoopState(count: endpoints.count))
         loopStates[slot] = s
-        return s
+        return try s._withUnsafeGuaranteedRef(body)
     }
 
     // MARK: - Selection
@@ -147,63 +152,65 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
             return true
         }
         if let p = preferred, p < n, eligible(p) { return .endpoint(p) }
-        let s = state(loop)
-        var chosen = -1
-        switch policy.balance {
-        case .roundRobin:
-            if weighted {
-                // Smooth weighted round robin over the eligible endpoints.
-                var total = 0
-                for i in 0..<n where eligible(i) {
-                    s.current[i] += weights[i]
-                    total += weights[i]
-                    if chosen < 0 || s.current[i] > s.current[chosen] { chosen = i }
-                }
-                if chosen >= 0 { s.current[chosen] -= total }
-            } else {
-                for k in 0..<n {
-                    let i = (s.cursor + k) % n
-                    if eligible(i) {
-                        chosen = i
-                        s.cursor = (i + 1) % n
-                        break
+        let chosen = withState(loop) { s -> Int in
+            var chosen = -1
+            switch policy.balance {
+            case .roundRobin:
+                if weighted {
+                    // Smooth weighted round robin over the eligible endpoints.
+                    var total = 0
+                    for i in 0..<n where eligible(i) {
+                        s.current[i] += weights[i]
+                        total += weights[i]
+                        if chosen < 0 || s.current[i] > s.current[chosen] { chosen = i }
+                    }
+                    if chosen >= 0 { s.current[chosen] -= total }
+                } else {
+                    for k in 0..<n {
+                        let i = (s.cursor + k) % n
+                        if eligible(i) {
+                            chosen = i
+                            s.cursor = (i + 1) % n
+                            break
+                        }
                     }
                 }
-            }
-        case .leastRequest, .ewma:
-            // Power of two choices among the eligible endpoints.
-            var candidates = 0
-            var a = -1, b = -1
-            for i in 0..<n where eligible(i) {
-                candidates += 1
-                // Reservoir-sample two distinct candidates.
-                if a < 0 { a = i; continue }
-                if b < 0 { b = i; continue }
-                let r = Int(s.nextRandom() % UInt64(candidates))
-                if r == 0 { a = i } else if r == 1 { b = i }
-            }
-            if b < 0 {
-                chosen = a
-            } else {
-                func cost(_ i: Int) -> Double {
-                    if policy.balance == .leastRequest { return Double(s.inFlight[i]) }
-                    return max(s.ewma[i], 1) * Double(s.inFlight[i] + 1)
+            case .leastRequest, .ewma:
+                // Power of two choices among the eligible endpoints.
+                var candidates = 0
+                var a = -1, b = -1
+                for i in 0..<n where eligible(i) {
+                    candidates += 1
+                    // Reservoir-sample two distinct candidates.
+                    if a < 0 { a = i; continue }
+                    if b < 0 { b = i; continue }
+                    let r = Int(s.nextRandom() % UInt64(candidates))
+                    if r == 0 { a = i } else if r == 1 { b = i }
                 }
-                let ca = cost(a), cb = cost(b)
-                chosen = ca < cb ? a : cb < ca ? b : (s.nextRandom() & 1 == 0 ? a : b)
-            }
-        case .consistentHash:
-            // Maglev: the table entry for the key, then the next entries until one can serve.
-            let m = maglev.count
-            var k = Int(hash % UInt64(m))
-            for _ in 0..<m {
-                let i = Int(maglev[k])
-                if eligible(i) {
-                    chosen = i
-                    break
+                if b < 0 {
+                    chosen = a
+                } else {
+                    func cost(_ i: Int) -> Double {
+                        if policy.balance == .leastRequest { return Double(s.inFlight[i]) }
+                        return max(s.ewma[i], 1) * Double(s.inFlight[i] + 1)
+                    }
+                    let ca = cost(a), cb = cost(b)
+                    chosen = ca < cb ? a : cb < ca ? b : (s.nextRandom() & 1 == 0 ? a : b)
                 }
-                k = (k + 1) % m
+            case .consistentHash:
+                // Maglev: the table entry for the key, then the next entries until one can serve.
+                let m = maglev.count
+                var k = Int(hash % UInt64(m))
+                for _ in 0..<m {
+                    let i = Int(maglev[k])
+                    if eligible(i) {
+                        chosen = i
+                        break
+                    }
+                    k = (k + 1) % m
+                }
             }
+            return chosen
         }
         if chosen >= 0 { return .endpoint(chosen) }
         if full > 0 {
@@ -216,23 +223,24 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
 
     /// A request goes to endpoint `i`.
     public func begin(loop: Int, _ i: Int) {
-        state(loop).inFlight[i] += 1
+        withState(loop) { $0.inFlight[i] += 1 }
         healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(1, loop: loop) }
     }
 
     /// The attempt at endpoint `i` ended. Returns true when it got the endpoint ejected.
     @discardableResult
     public func end(loop: Int, _ i: Int, outcome: AttemptOutcome, latencyNanos: Int64, now: Int64) -> Bool {
-        let s = state(loop)
-        s.inFlight[i] = max(0, s.inFlight[i] - 1)
-        healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(-1, loop: loop) }
-        if policy.balance == .ewma, outcome == .success || outcome == .serverError {
-            // Peak EWMA (decay time 10 s): a slower sample replaces the average at once.
-            let last = s.ewmaStamp[i]
-            let decay = last == 0 ? 0 : exp(-Double(now - last) / 10e9)
-            let sample = Double(latencyNanos)
-            s.ewma[i] = sample > s.ewma[i] ? sample : s.ewma[i] * decay + sample * (1 - decay)
-            s.ewmaStamp[i] = now
+        withState(loop) { s in
+            s.inFlight[i] = max(0, s.inFlight[i] - 1)
+            healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(-1, loop: loop) }
+            if policy.balance == .ewma, outcome == .success || outcome == .serverError {
+                // Peak EWMA (decay time 10 s): a slower sample replaces the average at once.
+                let last = s.ewmaStamp[i]
+                let decay = last == 0 ? 0 : exp(-Double(now - last) / 10e9)
+                let sample = Double(latencyNanos)
+                s.ewma[i] = sample > s.ewma[i] ? sample : s.ewma[i] * decay + sample * (1 - decay)
+                s.ewmaStamp[i] = now
+            }
         }
         switch outcome {
         case .success:
