@@ -242,10 +242,12 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     public func flush(context: ChannelHandlerContext) {
         _ = encryptGathered(context: context)
+        // One pass down the pipeline for the records and the flush, not one for each.
         if state == .active, let cipher = connection?.takeCiphertext() {
-            context.write(wrapOutboundOut(cipher), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(cipher), promise: nil)
+        } else {
+            context.flush()
         }
-        context.flush()
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -6,9 +6,13 @@ import SluiceHTTP1
 /// It parses responses with `HTTP1Parser` and hands heads, body slices and the end to the
 /// delegate attached for the current request; between requests it sits in its event loop's
 /// `UpstreamConnectionPool`. Everything happens on that one event loop.
-public final class UpstreamConnection: ChannelDuplexHandler {
+///
+/// The channel does not read by itself (`autoRead` off): the handler asks for the next read at
+/// the end of each one, unless the downstream has paused it. With auto-read, NIO asked through
+/// the whole pipeline after every read and this handler passed the request on (or held it):
+/// the same decision, one pipeline pass fewer per response.
+public final class UpstreamConnection: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
-    public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
     enum Mode {
@@ -31,6 +35,7 @@ public final class UpstreamConnection: ChannelDuplexHandler {
     var idleSince = NIODeadline.now()
     var lastActivity = NIODeadline.now()
     private var readPaused = false
+    /// A read is owed: the last one ended while reading was paused.
     private var pendingRead = false
     /// The channel's state as its events reported it: reading `context.channel` on every
     /// request copied an existential and dispatched through it (a few ARC operations each).
@@ -135,12 +140,9 @@ public final class UpstreamConnection: ChannelDuplexHandler {
         self.context = nil
     }
 
-    public func read(context: ChannelHandlerContext) {
-        if readPaused {
-            pendingRead = true
-        } else {
-            context.read()
-        }
+    public func channelActive(context: ChannelHandlerContext) {
+        context.read()
+        context.fireChannelActive()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -219,6 +221,13 @@ public final class UpstreamConnection: ChannelDuplexHandler {
 
     public func channelReadComplete(context: ChannelHandlerContext) {
         delegate?.upstreamReadComplete()
+        // Asked for here, before NIO looks: a channel that has no read pending when this returns
+        // stops polling its socket.
+        if readPaused {
+            pendingRead = true
+        } else {
+            context.read()
+        }
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {

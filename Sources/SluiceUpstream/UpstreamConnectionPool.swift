@@ -115,7 +115,7 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout ?? connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: true)
+            .channelOption(.autoRead, value: false)  // UpstreamConnection asks for each read
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, limits: limits))
