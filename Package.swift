@@ -132,7 +132,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceUpstreamTests",
-            dependencies: ["SluiceUpstream", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SluiceUpstream", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "SluiceRoutingTests",
