@@ -43,6 +43,15 @@ import Testing
 
     static func response(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
+    /// A connection whose client stopped taking bytes (reading paused) when `text` arrived.
+    static func pausedWhile(receiving text: String) throws -> (EmbeddedChannel, UpstreamConnection, ReadCounter) {
+        let (channel, connection, counter) = try connected()
+        connection.attach(Recorder(), requestIsHead: false)
+        connection.setReadPaused(true)
+        try channel.writeInbound(response(text))
+        return (channel, connection, counter)
+    }
+
     @Test func asksForTheFirstReadOnceConnectedAndTheNextAfterEachRead() throws {
         let (channel, connection, counter) = try Self.connected()
         #expect(counter.reads == 1)
@@ -57,11 +66,7 @@ import Testing
     }
 
     @Test func aPausedConnectionOwesItsReadUntilResumed() throws {
-        let (channel, connection, counter) = try Self.connected()
-        let recorder = Recorder()
-        connection.attach(recorder, requestIsHead: false)
-        connection.setReadPaused(true)
-        try channel.writeInbound(Self.response("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab"))
+        let (channel, connection, counter) = try Self.pausedWhile(receiving: "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
         #expect(counter.reads == 1, "no read while the client cannot take more")
         connection.setReadPaused(true)
         #expect(counter.reads == 1)
@@ -69,16 +74,14 @@ import Testing
         #expect(counter.reads == 2, "the owed read, once")
         connection.setReadPaused(false)
         #expect(counter.reads == 2)
+        #expect(channel.isActive, "pausing is not closing")
     }
 
     @Test func detachingReleasesAnOwedRead() throws {
-        let (channel, connection, counter) = try Self.connected()
-        let recorder = Recorder()
-        connection.attach(recorder, requestIsHead: false)
-        connection.setReadPaused(true)
-        try channel.writeInbound(Self.response("HTTP/1.1 204 No Content\r\n\r\n"))
+        let (channel, connection, counter) = try Self.pausedWhile(receiving: "HTTP/1.1 204 No Content\r\n\r\n")
         #expect(counter.reads == 1)
         connection.detach()
         #expect(counter.reads == 2, "an idle connection keeps reading, to see the upstream close")
+        #expect(channel.isActive && connection.isUsable)
     }
 }
