@@ -30,7 +30,8 @@ import Testing
         func upstreamWritabilityChanged(isWritable: Bool) {}
     }
 
-    /// An active connection to a made-up endpoint, with a read counter below it.
+    /// An active connection to a made-up endpoint, with a read counter below it. The caller
+    /// finishes the channel (an open one keeps its pipeline alive: LeakSanitizer reports it).
     static func connected() throws -> (EmbeddedChannel, UpstreamConnection, ReadCounter) {
         let counter = ReadCounter()
         let connection = UpstreamConnection(endpoint: try Endpoint(host: "192.0.2.1", port: 8080))
@@ -54,6 +55,7 @@ import Testing
 
     @Test func asksForTheFirstReadOnceConnectedAndTheNextAfterEachRead() throws {
         let (channel, connection, counter) = try Self.connected()
+        defer { _ = try? channel.finish() }
         #expect(counter.reads == 1)
         let recorder = Recorder()
         connection.attach(recorder, requestIsHead: false)
@@ -67,6 +69,7 @@ import Testing
 
     @Test func aPausedConnectionOwesItsReadUntilResumed() throws {
         let (channel, connection, counter) = try Self.pausedWhile(receiving: "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+        defer { _ = try? channel.finish() }
         #expect(counter.reads == 1, "no read while the client cannot take more")
         connection.setReadPaused(true)
         #expect(counter.reads == 1)
@@ -79,6 +82,7 @@ import Testing
 
     @Test func detachingReleasesAnOwedRead() throws {
         let (channel, connection, counter) = try Self.pausedWhile(receiving: "HTTP/1.1 204 No Content\r\n\r\n")
+        defer { _ = try? channel.finish() }
         #expect(counter.reads == 1)
         connection.detach()
         #expect(counter.reads == 2, "an idle connection keeps reading, to see the upstream close")
