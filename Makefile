@@ -15,8 +15,8 @@ LIFETIME_FLAGS := -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
 # TSan runs still stop at an overlapping access.
 RELEASE_FLAGS := -Xswiftc -enforce-exclusivity=unchecked $(LIFETIME_FLAGS)
 # The shipped binary links the Swift runtime statically: calls into it (swift_retain and
-# swift_release, about 300 per request) then skip the PLT, and the runtime's hot code sits beside
-# Sluice's. callgrind: 1-2 % fewer instructions per proxied request (RESULTS.md, session 15).
+# swift_release, about 300 per request) then skip the PLT. callgrind: 1-2 % fewer instructions
+# per proxied request (RESULTS.md, session 15).
 # Linked by lld: gold prints a warning from the static Foundation (its use of mktemp) on every
 # build.
 LINK_FLAGS := --static-swift-stdlib -Xswiftc -use-ld=lld

@@ -12,6 +12,8 @@
 #                                                    N_CONNECTIONS=200: handshake included)
 #   CACHE_SIM=1 benchmarks/callgrind/run.sh           (+ simulated cache misses per request)
 #   CONNS=256 N=6000 benchmarks/callgrind/run.sh      (more client connections; N >= CONNS)
+#   CALLGRIND_OPTS=--dump-instr=yes benchmarks/callgrind/run.sh   (per-instruction costs: then
+#                                                    callsites.py counts calls per call site)
 #   TARGET='/?bytes=65536' benchmarks/callgrind/run.sh (another request target: the echo backend
 #                                                    answers `bytes=N` with a body of N bytes)
 #   PROXY=haproxy benchmarks/callgrind/run.sh          (the same count for a peer: haproxy with one
@@ -47,15 +49,15 @@ trap stop_started EXIT
 "$out/sluice" echo --listen 127.0.0.1:18380 --name backend >/dev/null 2>&1 & pids+=($!)
 # CACHE_SIM=1: also simulate caches (32 KiB L1i, 48 KiB L1d, 1 MiB last level, fixed so that
 # two binaries compare the same way on any host) and report misses per request.
-cache=()
-[ -n "${CACHE_SIM:-}" ] && cache=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=1048576,16,64)
+opts=()
+[ -n "${CACHE_SIM:-}" ] && opts=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=1048576,16,64)
 # CALLGRIND_OPTS: more callgrind options, e.g. --dump-instr=yes to find which call site of a
-# function retains (callgrind_annotate --auto=no, then the addresses against objdump -d).
+# function retains (callsites.py, then the addresses against objdump -d).
 read -r -a extra <<< "${CALLGRIND_OPTS:-}"
-cache+=("${extra[@]}")
+opts+=("${extra[@]}")
 case $PROXY in
   sluice)
-    LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" \
+    LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${opts[@]}" \
       --callgrind-out-file="$PWD/$out/callgrind.%p" \
       "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
       --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
@@ -71,7 +73,7 @@ case $PROXY in
       haproxy_conf 1 60 > "$out/haproxy.cfg"
       cmd=(haproxy -db -f "$out/haproxy.cfg")
     fi
-    valgrind --tool=callgrind --instr-atstart=no "${cache[@]}" --callgrind-out-file="$PWD/$out/callgrind.%p" \
+    valgrind --tool=callgrind --instr-atstart=no "${opts[@]}" --callgrind-out-file="$PWD/$out/callgrind.%p" \
       "${cmd[@]}" >"$out/$PROXY.log" 2>&1 &
     ;;
 esac
