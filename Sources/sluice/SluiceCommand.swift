@@ -18,7 +18,7 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "An HTTP ingress controller and reverse proxy driven by Kubernetes Ingress manifests.",
-        subcommands: [Serve.self, Check.self, Routes.self, Explain.self, Echo.self, BenchRoutes.self]
+        subcommands: [Serve.self, Check.self, Routes.self, Explain.self, Echo.self, BenchRoutes.self, BenchPipe.self]
     )
 }
 

@@ -19,6 +19,8 @@
 #   PROXY=haproxy benchmarks/callgrind/run.sh          (the same count for a peer: haproxy with one
 #                                                    thread or nginx without a master, configured
 #                                                    as in the side-by-side run, benchmarks/peers.sh)
+#   PROXY=pipe SCENARIOS=http benchmarks/callgrind/run.sh   (`sluice bench-pipe`: a blind NIOPosix
+#                                                    TCP pipe, the floor under any NIOPosix proxy)
 #
 # valgrind 3.19 needs two work-arounds here: the binary is measured with its debug information
 # stripped (it cannot read the DWARF 5 that Swift 6.3 writes; the symbol table stays), and
@@ -34,7 +36,7 @@ PROXY=${PROXY:-sluice}
 # over more memory: with CACHE_SIM, CONNS=256 shows what that costs in cache misses.
 CONNS=${CONNS:-10}
 TARGET=${TARGET:-/}
-case $PROXY in sluice|nginx|haproxy) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy)" >&2; exit 1 ;; esac
+case $PROXY in sluice|nginx|haproxy|pipe) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy, pipe)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
@@ -62,6 +64,12 @@ case $PROXY in
       "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
       --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
     ;;
+  pipe)
+    [ "$SCENARIOS" = http ] || { echo "the pipe has no TLS: SCENARIOS=http only" >&2; exit 1; }
+    LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${opts[@]}" \
+      --callgrind-out-file="$PWD/$out/callgrind.%p" \
+      "$out/sluice" bench-pipe --listen 127.0.0.1:18381 --to 127.0.0.1:18380 >"$out/pipe.log" 2>&1 &
+    ;;
   nginx|haproxy)
     BACKEND_PORT=18380 WORKER_CONNS=4096 HAPROXY_MAXCONN=4000
     declare -A PORT=([$PROXY]=18381) TLSPORT=([$PROXY]=18391)
@@ -78,7 +86,7 @@ case $PROXY in
     ;;
 esac
 proxy=$!; pids+=($proxy)
-wait_port 18380; wait_port 18381; wait_port 18391
+wait_port 18380; wait_port 18381; [ "$PROXY" = pipe ] || wait_port 18391
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 
 # The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d, last-level instruction and
