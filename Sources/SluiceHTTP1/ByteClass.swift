@@ -28,6 +28,13 @@ enum ByteClass {
         return UnsafePointer(p)
     }()
 
+    /// The table's pointer, for a type to hold once (it has no state to share, only a constant).
+    @usableFromInline
+    struct Table: @unchecked Sendable {
+        @usableFromInline let pointer: UnsafePointer<UInt8>
+        @inlinable init() { pointer = ByteClass.pointer }
+    }
+
     @usableFromInline static let table: [UInt8] = {
         var t = [UInt8](repeating: 0, count: 256)
         let tokenExtras = Array("!#$%&'*+-.^_`|~".utf8)

@@ -55,6 +55,9 @@ public struct HTTP1Parser: Sendable {
 
     public let kind: Kind
     public var limits: HTTP1Limits
+    /// The byte-class table, fetched once per parser: `ByteClass.pointer` is a lazy global, and
+    /// reading it in every scanner cost a `swift_once` call per field line.
+    @usableFromInline let classes = ByteClass.Table()
     /// The last head parsed. Valid until the next call to `parse`.
     public private(set) var head = HTTP1Head()
 
@@ -273,7 +276,7 @@ public struct HTTP1Parser: Sendable {
     }
 
     mutating func parseRequestLine(_ b: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Event? {
-        let table = ByteClass.pointer
+        let table = classes.pointer
         var i = start
         while i < end && table[Int(b[i])] & ByteClass.token != 0 { i += 1 }
         if i == start { return fail(.malformed, "Invalid method") }
@@ -340,7 +343,7 @@ public struct HTTP1Parser: Sendable {
         }
         guard b[i] == 0x20 else { return fail(.malformed, "Invalid status code") }
         i += 1
-        let table = ByteClass.pointer
+        let table = classes.pointer
         let reasonStart = i
         while i < end {
             if table[Int(b[i])] & ByteClass.reason == 0 { return fail(.malformed, "Invalid character in reason phrase") }
@@ -416,7 +419,7 @@ public struct HTTP1Parser: Sendable {
 
     /// uri-host [ ":" port ] with no userinfo, path or whitespace.
     mutating func validateHost(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int, what: StaticString) -> Event? {
-        if let problem = HTTP1Syntax.hostProblem(b, s, e) { return fail(.malformed, problem) }
+        if let problem = HTTP1Syntax.hostProblem(b, s, e, table: classes.pointer) { return fail(.malformed, problem) }
         return nil
     }
 
@@ -424,7 +427,7 @@ public struct HTTP1Parser: Sendable {
 
     /// Parses `name ":" OWS value OWS` in `[start, end)`; `lineEnd` is past the CRLF.
     mutating func parseFieldLine(_ b: UnsafeRawBufferPointer, _ start: Int, _ end: Int, _ lineEnd: Int, isTrailer: Bool) -> Event? {
-        let table = ByteClass.pointer
+        let table = classes.pointer
         let first = b[start]
         if first == 0x20 || first == 0x09 { return fail(.malformed, "Obsolete line folding") }
         var i = start
@@ -508,7 +511,7 @@ public struct HTTP1Parser: Sendable {
 
     mutating func parseTransferEncoding(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> Event? {
         transferEncodingSeen = true
-        let table = ByteClass.pointer
+        let table = classes.pointer
         var i = s
         if i == e { return fail(.malformed, "Empty Transfer-Encoding") }
         while true {
@@ -546,7 +549,7 @@ public struct HTTP1Parser: Sendable {
     }
 
     mutating func parseConnection(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> Event? {
-        let table = ByteClass.pointer
+        let table = classes.pointer
         var i = s
         while i < e {
             let tokStart = i
@@ -676,7 +679,7 @@ public struct HTTP1Parser: Sendable {
     // MARK: - Chunked body
 
     mutating func parseChunked(_ b: UnsafeRawBufferPointer) -> Event {
-        let table = ByteClass.pointer
+        let table = classes.pointer
         let count = b.count
         var i = 0
         while i < count {

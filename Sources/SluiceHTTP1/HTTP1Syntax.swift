@@ -1,11 +1,16 @@
 /// The syntax rules of RFC 9110/9112 that other front ends (HTTP/2) must apply exactly as the
 /// HTTP/1.1 parser does, so that what one front end refuses the other does not forward.
 public enum HTTP1Syntax {
-    /// `uri-host [ ":" port ]` with no userinfo, path or whitespace; nil when valid.
+    /// `uri-host [ ":" port ]` with no userinfo, path or whitespace; nil when valid. `table` is
+    /// `ByteClass.pointer`, passed in by a caller that already holds it.
     @inlinable
     public static func hostProblem(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> StaticString? {
+        hostProblem(b, s, e, table: ByteClass.pointer)
+    }
+
+    @inlinable
+    static func hostProblem(_ b: UnsafeRawBufferPointer, _ s: Int, _ e: Int, table: UnsafePointer<UInt8>) -> StaticString? {
         if s == e { return "Empty Host" }
-        let table = ByteClass.pointer
         if b[s] != 0x5B {
             // A name or an IPv4 address, then an optional port: the common case, in one pass
             // that gives the same answers as the general scan below.

@@ -86,11 +86,24 @@ struct HeadWriter {
         for k in 0..<digits { dst.storeBytes(of: hex[(v >> (4 * (digits - 1 - k))) & 0xF], toByteOffset: k, as: UInt8.self) }
     }
 
-    /// Exactly 16 hex digits (half a request id).
+    /// Exactly 16 hex digits (half a request id), eight at a time: every request writes two of
+    /// these, and a digit at a time cost about 95 instructions each.
     mutating func writeHex64(_ v: UInt64) {
         guard let dst = reserve(16) else { return }
-        let hex = Self.hexDigits.utf8Start
-        for k in 0..<16 { dst.storeBytes(of: hex[Int((v >> (4 * UInt64(15 - k))) & 0xF)], toByteOffset: k, as: UInt8.self) }
+        dst.storeBytes(of: Self.hexDigits8(UInt32(truncatingIfNeeded: v >> 32)).bigEndian, as: UInt64.self)
+        dst.storeBytes(of: Self.hexDigits8(UInt32(truncatingIfNeeded: v)).bigEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// The eight lower-case hex digits of `x`, most significant in the word's top byte: each
+    /// nibble spread into a byte of its own, then `'0' + n`, plus `'a' - '0' - 10` where n > 9.
+    @inline(__always)
+    static func hexDigits8(_ x: UInt32) -> UInt64 {
+        var w = UInt64(x)
+        w = (w | (w << 16)) & 0x0000_FFFF_0000_FFFF
+        w = (w | (w << 8)) & 0x00FF_00FF_00FF_00FF
+        w = (w | (w << 4)) & 0x0F0F_0F0F_0F0F_0F0F
+        let aboveNine = ((w &+ 0x0606_0606_0606_0606) & 0x1010_1010_1010_1010) >> 4
+        return w &+ 0x3030_3030_3030_3030 &+ aboveNine &* 0x27
     }
 
     /// A non-negative decimal.

@@ -122,6 +122,19 @@ struct ForwardedHeadsTests {
         ForwardedHeads.writeHex64(&b, 0)
         ForwardedHeads.writeHex64(&b, .max)
         #expect(String(buffer: b) == "0123456789abcdef" + "0000000000000000" + "ffffffffffffffff")
+        // Every digit in every position, and the carries between nibbles, against String(radix:).
+        var values: [UInt64] = [0xfedc_ba98_7654_3210, 0x9a9a_9a9a_a9a9_a9a9, 1 << 63, 0x8000_0001_0000_000f]
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<1000 {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            values.append(x)
+        }
+        for v in values {
+            var h = ByteBuffer()
+            ForwardedHeads.writeHex64(&h, v)
+            let expected = String(v, radix: 16)
+            #expect(String(buffer: h) == String(repeating: "0", count: 16 - expected.count) + expected)
+        }
         for (v, s) in [(Int64(0), "0"), (7, "7"), (10, "10"), (65536, "65536"), (.max, "9223372036854775807")] {
             var d = ByteBuffer()
             ForwardedHeads.writeDecimal(&d, v)

@@ -21,6 +21,8 @@
 #                                                    as in the side-by-side run, benchmarks/peers.sh)
 #   PROXY=pipe SCENARIOS=http benchmarks/callgrind/run.sh   (`sluice bench-pipe`: a blind NIOPosix
 #                                                    TCP pipe, the floor under any NIOPosix proxy)
+#   PROXY=raw-pipe SCENARIOS=http benchmarks/callgrind/run.sh   (raw-pipe.c: the same pipe straight
+#                                                    on epoll, the floor of the kernel interface)
 #
 # valgrind 3.19 needs two work-arounds here: the binary is measured with its debug information
 # stripped (it cannot read the DWARF 5 that Swift 6.3 writes; the symbol table stays), and
@@ -36,7 +38,7 @@ PROXY=${PROXY:-sluice}
 # over more memory: with CACHE_SIM, CONNS=256 shows what that costs in cache misses.
 CONNS=${CONNS:-10}
 TARGET=${TARGET:-/}
-case $PROXY in sluice|nginx|haproxy|pipe) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy, pipe)" >&2; exit 1 ;; esac
+case $PROXY in sluice|nginx|haproxy|pipe|raw-pipe) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy, pipe, raw-pipe)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
@@ -64,11 +66,16 @@ case $PROXY in
       "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
       --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
     ;;
-  pipe)
-    [ "$SCENARIOS" = http ] || { echo "the pipe has no TLS: SCENARIOS=http only" >&2; exit 1; }
-    LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" valgrind --tool=callgrind --instr-atstart=no "${opts[@]}" \
-      --callgrind-out-file="$PWD/$out/callgrind.%p" \
-      "$out/sluice" bench-pipe --listen 127.0.0.1:18381 --to 127.0.0.1:18380 >"$out/pipe.log" 2>&1 &
+  pipe|raw-pipe)
+    [ "$SCENARIOS" = http ] || { echo "the pipes have no TLS: SCENARIOS=http only" >&2; exit 1; }
+    if [ "$PROXY" = pipe ]; then
+      cmd=(env LD_PRELOAD="$PWD/$out/sigsuspend-shim.so" "$out/sluice" bench-pipe --listen 127.0.0.1:18381 --to 127.0.0.1:18380)
+    else
+      gcc -O2 -g -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c
+      cmd=("$out/raw-pipe" 18381 18380)
+    fi
+    valgrind --tool=callgrind --instr-atstart=no "${opts[@]}" --callgrind-out-file="$PWD/$out/callgrind.%p" \
+      "${cmd[@]}" >"$out/$PROXY.log" 2>&1 &
     ;;
   nginx|haproxy)
     BACKEND_PORT=18380 WORKER_CONNS=4096 HAPROXY_MAXCONN=4000
@@ -86,7 +93,7 @@ case $PROXY in
     ;;
 esac
 proxy=$!; pids+=($proxy)
-wait_port 18380; wait_port 18381; [ "$PROXY" = pipe ] || wait_port 18391
+wait_port 18380; wait_port 18381; case $PROXY in *pipe) ;; *) wait_port 18391 ;; esac
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 
 # The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d, last-level instruction and
