@@ -5,6 +5,8 @@
 #
 #   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
+# PROXIES may also name the floors, for plain http only: pipe (`sluice bench-pipe`, a blind TCP
+# pipe on NIOPosix) and raw-pipe (benchmarks/callgrind/raw-pipe.c, the same on raw epoll).
 # https: keep-alive over TLS; https-close: a new connection per request (wrk resumes sessions,
 # so mostly abbreviated handshakes); https-full: the same with session resumption off in all three
 # proxies (no tickets, no session cache), so every connection is a full handshake;
@@ -44,7 +46,7 @@ case " $SCHEMES " in *" idle "*) WORKER_CONNS=$((IDLE_CONNS * 2 + 1000)); HAPROX
 BACKEND_PORT=18080
 # sluice-off: metrics and access log off; sluice-obs: metrics on and a JSON access log to a file
 # (the cost of observability is sluice-obs ÷ sluice-off in the same run).
-declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083 [sluice-off]=18081 [sluice-obs]=18081)
+declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083 [sluice-off]=18081 [sluice-obs]=18081 [pipe]=18084 [raw-pipe]=18085)
 declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093 [sluice-off]=18091 [sluice-obs]=18091)
 out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/www"
@@ -54,6 +56,7 @@ source benchmarks/lib.sh
 source benchmarks/peers.sh
 trap stop_started EXIT
 gcc -O2 -o "$out/spin" benchmarks/spin.c
+case " $PROXIES " in *" raw-pipe "*) gcc -O2 -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c ;; esac
 
 # The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
 printf 'Hello, world!' > "$out/www/13"
@@ -89,6 +92,13 @@ start_proxy() {  # name workers → pid
       fi
       "$SLUICE" serve "${rules[@]}" --certs "$out/certs" --http 127.0.0.1:$port --https 127.0.0.1:${TLSPORT[$name]} \
         --admin 127.0.0.1:18099 --workers "$w" --log-level warning "${obs[@]}" >"$out/$name.log" 2>&1 &
+      ;;
+    # The floors (plain http only): a blind pipe on NIOPosix channels, and the same on raw epoll.
+    pipe)
+      "$SLUICE" bench-pipe --listen 127.0.0.1:$port --to 127.0.0.1:$BACKEND_PORT --threads "$w" >"$out/pipe.log" 2>&1 &
+      ;;
+    raw-pipe)
+      "$out/raw-pipe" "$port" $BACKEND_PORT "$w" >"$out/raw-pipe.log" 2>&1 &
       ;;
     nginx)
       nginx_conf "$w" 60 > "$out/nginx-proxy.conf"
@@ -201,6 +211,7 @@ for w in $WORKERS; do
     for size in $(sizes_for "$scheme"); do
       for r in $(seq "$ROUNDS"); do
         for p in $PROXIES; do
+          case $p in *pipe) [ "$scheme" = http ] || continue ;; esac
           pid=$(start_proxy "$p" "$w")
           pids+=("$pid")
           wait_port "${PORT[$p]}"

@@ -18,8 +18,11 @@ struct BenchPipe: AsyncParsableCommand {
     @Option(help: "Address every connection is piped to.")
     var to: ListenAddress = ListenAddress(argument: "127.0.0.1:9000")!
 
+    @Option(help: "Event loop threads.")
+    var threads = 1
+
     mutating func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let target = try SocketAddress(ipAddress: to.host, port: to.port)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)

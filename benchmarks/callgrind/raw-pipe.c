@@ -3,7 +3,9 @@
 // proxy and the system calls. Beside `sluice bench-pipe` (the same pipe on NIOPosix channels) it
 // separates the socket layer's cost from the kernel interface's.
 //
-//   raw-pipe LISTEN_PORT BACKEND_PORT      (127.0.0.1 both)
+//   raw-pipe LISTEN_PORT BACKEND_PORT [WORKERS]     (127.0.0.1 both; WORKERS processes, 1 by
+//                                                   default, each with its own SO_REUSEPORT
+//                                                   listener, ended with the first)
 //
 // Like NIO: level-triggered epoll, one read per readiness event (MSG_DONTWAIT), each read written
 // at once to the partner socket. Writes are blocking sends, which never wait with the small
@@ -15,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -47,14 +51,23 @@ static void close_pair(int fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: raw-pipe LISTEN_PORT BACKEND_PORT\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: raw-pipe LISTEN_PORT BACKEND_PORT [WORKERS]\n");
         return 2;
+    }
+    // The other workers are children that die with the first: a benchmark ends it by its PID.
+    for (int w = argc == 4 ? atoi(argv[3]) : 1; w > 1; w--) {
+        pid_t child = fork();
+        if (child == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            break;
+        }
     }
     struct sockaddr_in listen_at = loopback(atoi(argv[1])), backend = loopback(atoi(argv[2]));
     int one = 1;
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(ls, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(ls, (struct sockaddr *)&listen_at, sizeof listen_at) != 0 || listen(ls, 4096) != 0) {
         perror("raw-pipe: listen");
         return 1;
