@@ -12,35 +12,50 @@ import Glibc
 /// a struct of three arrays cost three retains and three releases per request.
 final class ClientInfo: Sendable {
     let ip: [UInt8]
-    let proto: StaticString
     let localPort: [UInt8]
     let localAuthority: [UInt8]
+    /// `\r\nx-forwarded-proto: <scheme>\r\nx-forwarded-host: `, and
+    let protoThenHostName: StaticString
+    /// `\r\nx-forwarded-port: <port>\r\nx-real-ip: <ip>\r\n`: what the forwarded fields hold
+    /// that is the same for every request of a connection, as two pieces for the head writer
+    /// instead of eight (each piece is a call and a memcpy; about 200 instructions a request).
+    let portThenRealIP: [UInt8]
 
-    convenience init(remote: SocketAddress?, local: SocketAddress?, proto: StaticString) {
-        self.init(remote: remote, local: Self.localParts(local), proto: proto)
+    convenience init(remote: SocketAddress?, local: SocketAddress?, tls: Bool) {
+        self.init(remote: remote, local: Self.localParts(local), tls: tls)
     }
 
     /// With the local parts already rendered (they are the same for every connection to a
     /// listener: `EventLoopContext.localParts` keeps them).
-    init(remote: SocketAddress?, local: (port: [UInt8], authority: [UInt8]), proto: StaticString) {
+    init(remote: SocketAddress?, local: (port: [UInt8], authority: [UInt8]), tls: Bool) {
         ip = Self.numericHost(remote) ?? Self.unknown
-        self.proto = proto
         localPort = local.port
         localAuthority = local.authority
+        protoThenHostName = Self.protoThenHostName(tls: tls)
+        portThenRealIP = Self.portThenRealIP(port: local.port, ip: ip)
     }
 
-    private init(placeholder proto: StaticString) {
+    private init(placeholderFor tls: Bool) {
         ip = Self.unknown
-        self.proto = proto
         localPort = []
         localAuthority = []
+        protoThenHostName = Self.protoThenHostName(tls: tls)
+        portThenRealIP = Self.portThenRealIP(port: [], ip: ip)
+    }
+
+    private static func protoThenHostName(tls: Bool) -> StaticString {
+        tls ? "\r\nx-forwarded-proto: https\r\nx-forwarded-host: " : "\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
+    }
+
+    private static func portThenRealIP(port: [UInt8], ip: [UInt8]) -> [UInt8] {
+        Array("\r\nx-forwarded-port: ".utf8) + port + Array("\r\nx-real-ip: ".utf8) + ip + Array("\r\n".utf8)
     }
 
     /// Before the connection is active: nothing is rendered, and one shared value serves every
     /// connection of a scheme.
     static func placeholder(tls: Bool) -> ClientInfo { tls ? placeholderHTTPS : placeholderHTTP }
-    private static let placeholderHTTP = ClientInfo(placeholder: "http")
-    private static let placeholderHTTPS = ClientInfo(placeholder: "https")
+    private static let placeholderHTTP = ClientInfo(placeholderFor: false)
+    private static let placeholderHTTPS = ClientInfo(placeholderFor: true)
 
     private static let unknown = Array("unknown".utf8)
 
@@ -389,19 +404,13 @@ enum ForwardedHeads {
         w.write("x-forwarded-for: ")
         priorChain(&w)
         w.write(client.ip)
-        w.write("\r\nx-forwarded-proto: ")
-        w.write(client.proto)
-        w.write("\r\nx-forwarded-host: ")
+        w.write(client.protoThenHostName)
         if let host {
             w.write(host)
         } else {
             w.write(client.localAuthority)
         }
-        w.write("\r\nx-forwarded-port: ")
-        w.write(client.localPort)
-        w.write("\r\nx-real-ip: ")
-        w.write(client.ip)
-        w.write("\r\n")
+        w.write(client.portThenRealIP)
         if addRequestID {
             let (hi, lo) = ids.next()
             w.write("x-request-id: ")

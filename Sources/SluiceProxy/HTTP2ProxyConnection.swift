@@ -88,7 +88,7 @@ final class HTTP2ProxyConnection: HTTP2ConnectionDelegate, DrainableConnection {
     func http2ConnectionStarted(_ handler: HTTP2ServerHandler, context: ChannelHandlerContext) {
         self.handler = handler
         self.context = context
-        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
+        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), tls: tls)
         loop.registry.add(self)
         if loop.settings.metricsEnabled { loop.metrics.h2Connection() }
     }

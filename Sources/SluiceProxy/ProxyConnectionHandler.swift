@@ -131,7 +131,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), proto: tls ? "https" : "http")
+        client = ClientInfo(remote: context.channel.remoteAddress, local: loop.localParts(context.channel.localAddress), tls: tls)
         loop.registry.add(self)
         deadlines = ExchangeDeadlines(now: .now())
         context.fireChannelActive()

@@ -13,12 +13,12 @@ struct ForwardedHeadsTests {
         return (p.head, bytes)
     }
 
-    func requestHead(_ s: String, framing: HTTP1BodyFraming = .none, upgrade: Bool = false) -> String {
+    func requestHead(_ s: String, framing: HTTP1BodyFraming = .none, upgrade: Bool = false, tls: Bool = false) -> String {
         let (head, bytes) = parse(s)
         var out = ByteBuffer()
         var ids = RequestIDGenerator()
         let client = ClientInfo(remote: try! SocketAddress(ipAddress: "192.0.2.7", port: 5555),
-                                local: try! SocketAddress(ipAddress: "127.0.0.1", port: 8080), proto: "http")
+                                local: try! SocketAddress(ipAddress: "127.0.0.1", port: 8080), tls: tls)
         bytes.withUnsafeBytes { p in
             ForwardedHeads.writeRequestHead(into: &out, head: head, bytes: p, client: client, framing: framing, upgrade: upgrade, ids: &ids)
         }
@@ -35,6 +35,18 @@ struct ForwardedHeadsTests {
         #expect(out.contains("x-forwarded-for: 192.0.2.7\r\n"))
         #expect(out.contains("x-real-ip: 192.0.2.7\r\n"))
         #expect(out.contains("x-forwarded-port: 8080\r\n"))
+        #expect(out.hasSuffix("\r\n\r\n"))
+    }
+
+    @Test(arguments: [false, true])
+    func forwardedFieldsAreWrittenWhole(tls: Bool) throws {
+        let out = requestHead("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", tls: tls)
+        let scheme = tls ? "https" : "http"
+        let prefix = "GET / HTTP/1.1\r\nHost: a.test\r\nx-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: \(scheme)\r\n"
+            + "x-forwarded-host: a.test\r\nx-forwarded-port: 8080\r\nx-real-ip: 192.0.2.7\r\nx-request-id: "
+        #expect(out.hasPrefix(prefix))
+        let id = try #require(out.dropFirst(prefix.count).split(separator: "\r\n").first)
+        #expect(id.count == 32 && id.allSatisfy(\.isHexDigit))
         #expect(out.hasSuffix("\r\n\r\n"))
     }
 
@@ -144,15 +156,15 @@ struct ForwardedHeadsTests {
 
     @Test func clientAddressesAreRenderedNumerically() throws {
         let v4 = ClientInfo(remote: try SocketAddress(ipAddress: "192.0.2.7", port: 5555),
-                            local: try SocketAddress(ipAddress: "127.0.0.1", port: 8080), proto: "http")
+                            local: try SocketAddress(ipAddress: "127.0.0.1", port: 8080), tls: false)
         #expect(String(decoding: v4.ip, as: UTF8.self) == "192.0.2.7")
         #expect(String(decoding: v4.localPort, as: UTF8.self) == "8080")
         #expect(String(decoding: v4.localAuthority, as: UTF8.self) == "127.0.0.1:8080")
         let v6 = ClientInfo(remote: try SocketAddress(ipAddress: "2001:db8::1", port: 5555),
-                            local: try SocketAddress(ipAddress: "::1", port: 8443), proto: "https")
+                            local: try SocketAddress(ipAddress: "::1", port: 8443), tls: true)
         #expect(String(decoding: v6.ip, as: UTF8.self) == "2001:db8::1")
         #expect(String(decoding: v6.localAuthority, as: UTF8.self) == "[::1]:8443")
-        let none = ClientInfo(remote: nil, local: nil, proto: "http")
+        let none = ClientInfo(remote: nil, local: nil, tls: false)
         #expect(String(decoding: none.ip, as: UTF8.self) == "unknown")
         #expect(String(decoding: none.localAuthority, as: UTF8.self) == "localhost:0")
     }
