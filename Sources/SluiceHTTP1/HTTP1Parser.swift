@@ -54,12 +54,18 @@ public struct HTTP1Parser: Sendable {
     }
 
     public let kind: Kind
-    public var limits: HTTP1Limits
+    public var limits: HTTP1Limits {
+        didSet { limits.maxHeadLength = min(limits.maxHeadLength, Self.maxOffset) }
+    }
     /// The byte-class table, fetched once per parser: `ByteClass.pointer` is a lazy global, and
     /// reading it in every scanner cost a `swift_once` call per field line.
     @usableFromInline let classes = ByteClass.Table()
     /// The last head parsed. Valid until the next call to `parse`.
     public private(set) var head = HTTP1Head()
+
+    /// Field offsets are kept as `Int32`: no head may be longer, whatever `limits` asks for
+    /// (`limits.maxHeadLength` is held below it).
+    @usableFromInline static let maxOffset = Int(Int32.max)
 
     @usableFromInline var state: State = .head
     // Line scanning (heads and trailers): offsets into the presented buffer.
@@ -90,6 +96,8 @@ public struct HTTP1Parser: Sendable {
 
     public init(kind: Kind, limits: HTTP1Limits = .default) {
         self.kind = kind
+        var limits = limits
+        limits.maxHeadLength = min(limits.maxHeadLength, Self.maxOffset)
         self.limits = limits
     }
 
@@ -443,6 +451,12 @@ public struct HTTP1Parser: Sendable {
         while i < end && (b[i] == 0x20 || b[i] == 0x09) { i += 1 }
         let valueStart = i
         i = SWAR.plainPrefix(b, i, end, SWAR.isPlainFieldValue)
+        // Fewer than eight bytes left: the line's last eight bytes, overlapping bytes already
+        // accepted (the name, ":" and OWS qualify too, but HTAB), usually settle them in one test
+        // instead of a table look-up each.
+        if i < end && i + 8 > end && end - 8 >= start && SWAR.isPlainFieldValue(SWAR.word(b.baseAddress!, end - 8)) {
+            i = end
+        }
         while i < end {
             let c = b[i]
             if table[Int(c)] & ByteClass.fieldValue == 0 {
@@ -466,9 +480,10 @@ public struct HTTP1Parser: Sendable {
         }
         let known = Self.classifyField(b, start, nameEnd)
         head.fields.append(HTTP1Field(
-            lineStart: Int32(start), nameEnd: Int32(nameEnd),
-            valueStart: Int32(valueStart), valueEnd: Int32(valueEnd),
-            lineEnd: Int32(lineEnd), known: known))
+            // Below `maxOffset`: `parseHead` refuses a longer head before its lines are parsed.
+            lineStart: Int32(truncatingIfNeeded: start), nameEnd: Int32(truncatingIfNeeded: nameEnd),
+            valueStart: Int32(truncatingIfNeeded: valueStart), valueEnd: Int32(truncatingIfNeeded: valueEnd),
+            lineEnd: Int32(truncatingIfNeeded: lineEnd), known: known))
         switch known {
         case .contentLength:
             return parseContentLength(b, valueStart, valueEnd)

@@ -113,6 +113,17 @@ struct HTTP1ParserTests {
         #expect(parseAllWays(Array(big.utf8), kind: .request, limits: HTTP1Limits(maxLineLength: 64, maxHeadLength: 96, maxFieldCount: 10)).whole.error?.kind == .headerFieldsTooLarge)
     }
 
+    /// Field offsets are stored as Int32: however large a head the limits allow, the parser
+    /// holds it below that, when it is made and when its limits change.
+    @Test func headLengthStaysWithinTheOffsetsFieldsCanHold() {
+        var p = HTTP1Parser(kind: .request, limits: HTTP1Limits(maxHeadLength: .max))
+        #expect(p.limits.maxHeadLength == Int(Int32.max))
+        p.limits = HTTP1Limits(maxHeadLength: Int(Int32.max) + 10)
+        #expect(p.limits.maxHeadLength == Int(Int32.max))
+        p.limits.maxHeadLength = 1000
+        #expect(p.limits.maxHeadLength == 1000)
+    }
+
     // MARK: Responses
 
     @Test(arguments: [
