@@ -91,6 +91,30 @@ final class ClientInfo: Sendable {
     }
 }
 
+/// Lines of a head that the proxy forwards as they came and that follow one another in the
+/// buffer, copied at once: most of a head's lines are kept, so a head is a few copies instead of
+/// one per line. Anything the writer adds between them must `flush` first.
+struct LineRun {
+    private var start = 0
+    private var end = 0
+
+    mutating func add(_ line: Range<Int>, _ w: inout HeadWriter, _ p: UnsafeRawBufferPointer) {
+        if start < end && line.lowerBound == end {
+            end = line.upperBound
+            return
+        }
+        flush(&w, p)
+        start = line.lowerBound
+        end = line.upperBound
+    }
+
+    mutating func flush(_ w: inout HeadWriter, _ p: UnsafeRawBufferPointer) {
+        if start < end { w.write(p, start..<end) }
+        start = 0
+        end = 0
+    }
+}
+
 /// How the proxy ends its own head for the connection it writes to.
 enum ConnectionDirective {
     case none, close, keepAlive, upgrade
@@ -154,20 +178,27 @@ enum ForwardedHeads {
         into w: inout HeadWriter, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
         client: ClientInfo, framing: HTTP1BodyFraming, upgrade: Bool, ids: inout RequestIDGenerator
     ) {
-        // Request line, always as HTTP/1.1; an absolute-form target becomes origin-form.
-        w.write(p, head.methodRange)
-        w.write(byte: UInt8(ascii: " "))
-        if head.targetForm == .absolute {
-            if head.targetPathAndQuery.isEmpty {
-                w.write(byte: UInt8(ascii: "/"))
-            } else {
-                if p[head.targetPathAndQuery.lowerBound] == UInt8(ascii: "?") { w.write(byte: UInt8(ascii: "/")) }
-                w.write(p, head.targetPathAndQuery)
-            }
+        // Request line, always as HTTP/1.1; an absolute-form target becomes origin-form. The
+        // parser accepts only `method SP target SP HTTP/d.d CRLF`, so an HTTP/1.1 line in origin
+        // form goes out as it came, in the same copy as the field lines that follow it.
+        var run = LineRun()
+        if head.targetForm != .absolute && head.versionMajor == 1 && head.versionMinor == 1 {
+            run.add(head.startLine, &w, p)
         } else {
-            w.write(p, head.target)
+            w.write(p, head.methodRange)
+            w.write(byte: UInt8(ascii: " "))
+            if head.targetForm == .absolute {
+                if head.targetPathAndQuery.isEmpty {
+                    w.write(byte: UInt8(ascii: "/"))
+                } else {
+                    if p[head.targetPathAndQuery.lowerBound] == UInt8(ascii: "?") { w.write(byte: UInt8(ascii: "/")) }
+                    w.write(p, head.targetPathAndQuery)
+                }
+            } else {
+                w.write(p, head.target)
+            }
+            w.write(" HTTP/1.1\r\n")
         }
-        w.write(" HTTP/1.1\r\n")
 
         var hasRequestID = false
         var hostValue: Range<Int>? = nil
@@ -182,17 +213,18 @@ enum ForwardedHeads {
                 xffCount += 1
                 continue
             case .upgrade:
-                if upgrade { w.write(p, f.line) }
+                if upgrade { run.add(f.line, &w, p) }
                 continue
             case .host:
                 if let authority = head.targetAuthority, head.targetForm == .absolute {
                     // RFC 9112 §3.2.2: the target's authority replaces Host.
+                    run.flush(&w, p)
                     w.write("host: ")
                     w.write(p, authority)
                     w.write("\r\n")
                     hostValue = authority
                 } else {
-                    w.write(p, f.line)
+                    run.add(f.line, &w, p)
                     hostValue = f.value
                 }
                 continue
@@ -203,8 +235,9 @@ enum ForwardedHeads {
             default:
                 break
             }
-            w.write(p, f.line)
+            run.add(f.line, &w, p)
         }
+        run.flush(&w, p)
         if hostValue == nil {
             // HTTP/1.0 without Host: the upstream speaks 1.1 and needs one.
             w.write("host: ")
@@ -436,9 +469,15 @@ enum ForwardedHeads {
         into w: inout HeadWriter, head: HTTP1Head, bytes p: UnsafeRawBufferPointer,
         keepContentLength: Bool, chunked: Bool, connection: ConnectionDirective, extra: [UInt8]?
     ) {
-        // "HTTP/x.y " is 9 bytes; the status code, reason and CRLF follow unchanged.
-        w.write("HTTP/1.1 ")
-        w.write(p, (head.startLine.lowerBound + 9)..<head.startLine.upperBound)
+        // "HTTP/x.y " is 9 bytes; the status code, reason and CRLF follow unchanged (an
+        // HTTP/1.1 status line goes out whole, in one copy with the field lines after it).
+        var run = LineRun()
+        if head.versionMajor == 1 && head.versionMinor == 1 {
+            run.add(head.startLine, &w, p)
+        } else {
+            w.write("HTTP/1.1 ")
+            run.add((head.startLine.lowerBound + 9)..<head.startLine.upperBound, &w, p)
+        }
         let dropNamed = head.connectionNamesOtherFields
         for f in head.fields {
             switch f.known {
@@ -453,8 +492,9 @@ enum ForwardedHeads {
             default:
                 break
             }
-            w.write(p, f.line)
+            run.add(f.line, &w, p)
         }
+        run.flush(&w, p)
         if chunked { w.write("transfer-encoding: chunked\r\n") }
         if let extra { w.write(extra) }
         switch connection {

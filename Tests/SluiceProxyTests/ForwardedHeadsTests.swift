@@ -87,6 +87,21 @@ struct ForwardedHeadsTests {
         #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\nX-App: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
     }
 
+    /// Kept lines are copied in runs: the bytes on either side of dropped lines, after a start
+    /// line kept as it came (HTTP/1.1) or rewritten (HTTP/1.0), are exact.
+    @Test func keptLinesAroundDroppedOnesAreExact() {
+        let request = requestHead("GET /a?b HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nConnection: close\r\nX-One: 1\r\nKeep-Alive: 5\r\nX-Two: 2\r\nX-Three: 3\r\n\r\n")
+        #expect(request.hasPrefix("GET /a?b HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\nX-One: 1\r\nX-Two: 2\r\nX-Three: 3\r\nx-forwarded-for: "))
+        let old = requestHead("GET /a HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\nX-One: 1\r\n\r\n")
+        #expect(old.hasPrefix("GET /a HTTP/1.1\r\nHost: a.test\r\nX-One: 1\r\nx-forwarded-for: "))
+        let (head, bytes) = parse("HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nContent-Length: 3\r\nX-App: 1\r\n\r\n", kind: .response)
+        var out = ByteBuffer()
+        bytes.withUnsafeBytes { p in
+            ForwardedHeads.writeResponseHead(into: &out, head: head, bytes: p, keepContentLength: true, chunked: false, connection: .none)
+        }
+        #expect(String(buffer: out) == "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 3\r\nX-App: 1\r\n\r\n")
+    }
+
     @Test func headsLongerThanTheRoomFirstGivenAreWrittenWhole() {
         // A long Host is written twice (as is and as X-Forwarded-Host), more than the room the
         // writer reserves at first: it starts again with more.
