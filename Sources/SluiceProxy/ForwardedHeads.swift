@@ -14,11 +14,12 @@ final class ClientInfo: Sendable {
     let ip: [UInt8]
     let localPort: [UInt8]
     let localAuthority: [UInt8]
-    /// `\r\nx-forwarded-proto: <scheme>\r\nx-forwarded-host: `, and
+    // What the forwarded fields hold that is the same for every request of a connection, as two
+    // pieces for the head writer instead of eight (each piece is a call and a memcpy: about 200
+    // instructions a request).
+    /// `\r\nx-forwarded-proto: <scheme>\r\nx-forwarded-host: `
     let protoThenHostName: StaticString
-    /// `\r\nx-forwarded-port: <port>\r\nx-real-ip: <ip>\r\n`: what the forwarded fields hold
-    /// that is the same for every request of a connection, as two pieces for the head writer
-    /// instead of eight (each piece is a call and a memcpy; about 200 instructions a request).
+    /// `\r\nx-forwarded-port: <port>\r\nx-real-ip: <ip>\r\n`
     let portThenRealIP: [UInt8]
 
     convenience init(remote: SocketAddress?, local: SocketAddress?, tls: Bool) {
