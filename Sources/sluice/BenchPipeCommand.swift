@@ -36,7 +36,7 @@ struct BenchPipe: AsyncParsableCommand {
                 }
             }
             .bind(host: listen.host, port: listen.port).get()
-        print("sluice bench-pipe listening on \(channel.localAddress.map { "\($0)" } ?? "?"), piping to \(target)")
+        say("sluice bench-pipe listening on \(channel.localAddress.map { "\($0)" } ?? "?"), piping to \(target)")
         try await channel.closeFuture.get()
     }
 }
