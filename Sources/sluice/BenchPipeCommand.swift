@@ -81,13 +81,16 @@ final class PipeHandler: ChannelInboundHandler {
             .whenComplete { result in
                 let me = client.value
                 guard case .success = result, let context = me.context else {
+                    // Either side may be gone: the client before its upstream came up, or the
+                    // upstream that could not connect.
                     me.context?.close(promise: nil)
+                    upstream.value.context?.close(promise: nil)
                     return
                 }
                 me.partner = upstream.value
                 upstream.value.partner = me
-                context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
-                context.read()
+                // Turning auto-read on starts reading (NIO issues the first read itself).
+                try? context.channel.syncOptions?.setOption(.autoRead, value: true)
             }
     }
 
