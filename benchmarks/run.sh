@@ -6,7 +6,9 @@
 #   ROUNDS=3 DURATION=10 WORKERS="1 2" CONNS="50 256" SIZES="13 1024 65536" PROXIES="sluice nginx haproxy" \
 #   SCHEMES="http https https-close" ./benchmarks/run.sh
 # PROXIES may also name the floors, for plain http only: pipe (`sluice bench-pipe`, a blind TCP
-# pipe on NIOPosix) and raw-pipe (benchmarks/callgrind/raw-pipe.c, the same on raw epoll).
+# pipe on NIOPosix), loop-floor (benchmarks/loop-floor: the same pipe and handler under NIOCore's
+# pipeline on an epoll loop and socket channel of our own; one thread, so WORKERS=1 only) and
+# raw-pipe (benchmarks/callgrind/raw-pipe.c, the same on raw epoll).
 # https: keep-alive over TLS; https-close: a new connection per request (wrk resumes sessions,
 # so mostly abbreviated handshakes); https-full: the same with session resumption off in all three
 # proxies (no tickets, no session cache), so every connection is a full handshake;
@@ -46,7 +48,7 @@ case " $SCHEMES " in *" idle "*) WORKER_CONNS=$((IDLE_CONNS * 2 + 1000)); HAPROX
 BACKEND_PORT=18080
 # sluice-off: metrics and access log off; sluice-obs: metrics on and a JSON access log to a file
 # (the cost of observability is sluice-obs ÷ sluice-off in the same run).
-declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083 [sluice-off]=18081 [sluice-obs]=18081 [pipe]=18084 [raw-pipe]=18085)
+declare -A PORT=([sluice]=18081 [nginx]=18082 [haproxy]=18083 [sluice-off]=18081 [sluice-obs]=18081 [pipe]=18084 [raw-pipe]=18085 [loop-floor]=18086)
 declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093 [sluice-off]=18091 [sluice-obs]=18091)
 out=benchmarks/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/www"
@@ -57,6 +59,15 @@ source benchmarks/peers.sh
 trap stop_started EXIT
 gcc -O2 -o "$out/spin" benchmarks/spin.c
 case " $PROXIES " in *" raw-pipe "*) gcc -O2 -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c ;; esac
+case " $PROXIES " in
+  *" loop-floor "*)
+    # The flags of the shipped binary (the Makefile's RELEASE_FLAGS and LINK_FLAGS).
+    lf_flags=(-Xswiftc -enforce-exclusivity=unchecked -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
+      --static-swift-stdlib -Xswiftc -use-ld=lld)
+    swift build -c release --package-path benchmarks/loop-floor "${lf_flags[@]}" >/dev/null
+    cp "$(swift build -c release --package-path benchmarks/loop-floor --show-bin-path "${lf_flags[@]}")/LoopFloor" "$out/loop-floor"
+    ;;
+esac
 
 # The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
 printf 'Hello, world!' > "$out/www/13"
@@ -99,6 +110,9 @@ start_proxy() {  # name workers → pid
       ;;
     raw-pipe)
       "$out/raw-pipe" "$port" $BACKEND_PORT "$w" >"$out/raw-pipe.log" 2>&1 &
+      ;;
+    loop-floor)
+      "$out/loop-floor" "$port" $BACKEND_PORT >"$out/loop-floor.log" 2>&1 &
       ;;
     nginx)
       nginx_conf "$w" 60 > "$out/nginx-proxy.conf"
@@ -211,7 +225,7 @@ for w in $WORKERS; do
     for size in $(sizes_for "$scheme"); do
       for r in $(seq "$ROUNDS"); do
         for p in $PROXIES; do
-          case $p in *pipe) [ "$scheme" = http ] || continue ;; esac
+          case $p in *pipe) [ "$scheme" = http ] || continue ;; loop-floor) [ "$scheme" = http ] && [ "$w" = 1 ] || continue ;; esac
           pid=$(start_proxy "$p" "$w")
           pids+=("$pid")
           wait_port "${PORT[$p]}"

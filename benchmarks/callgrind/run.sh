@@ -21,6 +21,9 @@
 #                                                    as in the side-by-side run, benchmarks/peers.sh)
 #   PROXY=pipe SCENARIOS=http benchmarks/callgrind/run.sh   (`sluice bench-pipe`: a blind NIOPosix
 #                                                    TCP pipe, the floor under any NIOPosix proxy)
+#   PROXY=loop-floor SCENARIOS=http benchmarks/callgrind/run.sh   (benchmarks/loop-floor: the same
+#                                                    pipe under NIOCore's pipeline on an epoll loop
+#                                                    and socket channel of our own)
 #   PROXY=raw-pipe SCENARIOS=http benchmarks/callgrind/run.sh   (raw-pipe.c: the same pipe straight
 #                                                    on epoll, the floor of the kernel interface)
 #
@@ -38,7 +41,7 @@ PROXY=${PROXY:-sluice}
 # over more memory: with CACHE_SIM, CONNS=256 shows what that costs in cache misses.
 CONNS=${CONNS:-10}
 TARGET=${TARGET:-/}
-case $PROXY in sluice|nginx|haproxy|pipe|raw-pipe) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy, pipe, raw-pipe)" >&2; exit 1 ;; esac
+case $PROXY in sluice|nginx|haproxy|pipe|raw-pipe|loop-floor) ;; *) echo "unknown proxy $PROXY (sluice, nginx, haproxy, pipe, raw-pipe, loop-floor)" >&2; exit 1 ;; esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (make bench-deps installs it)" >&2; exit 1; }
 out=benchmarks/out/callgrind-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/rules"
@@ -66,10 +69,18 @@ case $PROXY in
       "$out/sluice" serve --rules "$out/rules" --certs "$out/certs" --http 127.0.0.1:18381 --https 127.0.0.1:18391 \
       --admin 127.0.0.1:18399 --workers 1 --default-backend 127.0.0.1:18380 --log-level warning >"$out/sluice.log" 2>&1 &
     ;;
-  pipe|raw-pipe)
+  pipe|raw-pipe|loop-floor)
     [ "$SCENARIOS" = http ] || { echo "the pipes have no TLS: SCENARIOS=http only" >&2; exit 1; }
     if [ "$PROXY" = pipe ]; then
       cmd=("$out/sluice" bench-pipe --listen 127.0.0.1:18381 --to 127.0.0.1:18380)
+    elif [ "$PROXY" = loop-floor ]; then
+      # Built with the shipped binary's flags (the Makefile's RELEASE_FLAGS and LINK_FLAGS, as the
+      # pipe in the sluice binary is), stripped of debug information as it is.
+      flags=(-Xswiftc -enforce-exclusivity=unchecked -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
+        --static-swift-stdlib -Xswiftc -use-ld=lld)
+      swift build -c release --package-path benchmarks/loop-floor "${flags[@]}" >/dev/null
+      strip -g -o "$out/loop-floor" "$(swift build -c release --package-path benchmarks/loop-floor --show-bin-path "${flags[@]}")/LoopFloor"
+      cmd=("$out/loop-floor" 18381 18380)
     else
       gcc -O2 -g -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c
       cmd=("$out/raw-pipe" 18381 18380)
@@ -95,7 +106,7 @@ case $PROXY in
     ;;
 esac
 proxy=$!; pids+=($proxy)
-wait_port 18380; wait_port 18381; case $PROXY in *pipe) ;; *) wait_port 18391 ;; esac
+wait_port 18380; wait_port 18381; case $PROXY in *pipe|loop-floor) ;; *) wait_port 18391 ;; esac
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 
 # The totals of a dump: instructions, and with CACHE_SIM the L1i, L1d, last-level instruction and
