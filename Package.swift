@@ -50,6 +50,18 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: hotPathSettings
         ),
+        // epoll and eventfd, which Glibc's Swift module leaves out.
+        .target(name: "CLinuxIO"),
+        // Event loops (and, next, TCP channels) on epoll under NIOCore's pipeline: NIOPosix's
+        // socket layer was most of a proxied request's cost (RESULTS.md, sessions 16-17).
+        .target(
+            name: "SluiceIO",
+            dependencies: [
+                "CLinuxIO", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: hotPathSettings
+        ),
         .target(
             name: "SluiceRouting",
             dependencies: [.product(name: "Yams", package: "Yams")],
@@ -135,6 +147,13 @@ let package = Package(
             dependencies: [
                 "SluiceUpstream", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SluiceIOTests",
+            dependencies: [
+                "SluiceIO", "CLinuxIO", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(

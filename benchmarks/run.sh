@@ -59,33 +59,9 @@ source benchmarks/peers.sh
 trap stop_started EXIT
 gcc -O2 -o "$out/spin" benchmarks/spin.c
 case " $PROXIES " in *" raw-pipe "*) gcc -O2 -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c ;; esac
-case " $PROXIES " in
-  *" loop-floor "*)
-    # The flags of the shipped binary (the Makefile's RELEASE_FLAGS and LINK_FLAGS).
-    lf_flags=(-Xswiftc -enforce-exclusivity=unchecked -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
-      --static-swift-stdlib -Xswiftc -use-ld=lld)
-    swift build -c release --package-path benchmarks/loop-floor "${lf_flags[@]}" >/dev/null
-    cp "$(swift build -c release --package-path benchmarks/loop-floor --show-bin-path "${lf_flags[@]}")/LoopFloor" "$out/loop-floor"
-    ;;
-esac
+case " $PROXIES " in *" loop-floor "*) build_loop_floor ;; esac
 
-# The common backend: nginx, one worker, fixed bodies of 13 B, 1 KiB, 64 KiB.
-printf 'Hello, world!' > "$out/www/13"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$out/www/1024"
-head -c 65536 /dev/zero | tr '\0' 'b' > "$out/www/65536"
-cat > "$out/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $PWD/$out/backend.pid;
-error_log $PWD/$out/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND_PORT reuseport; root $PWD/$out/www; location / { default_type text/plain; } }
-}
-CONF
-nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids+=($!)
+start_backend
 
 
 start_proxy() {  # name workers → pid

@@ -74,12 +74,9 @@ case $PROXY in
     if [ "$PROXY" = pipe ]; then
       cmd=("$out/sluice" bench-pipe --listen 127.0.0.1:18381 --to 127.0.0.1:18380)
     elif [ "$PROXY" = loop-floor ]; then
-      # Built with the shipped binary's flags (the Makefile's RELEASE_FLAGS and LINK_FLAGS, as the
-      # pipe in the sluice binary is), stripped of debug information as it is.
-      flags=(-Xswiftc -enforce-exclusivity=unchecked -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
-        --static-swift-stdlib -Xswiftc -use-ld=lld)
-      swift build -c release --package-path benchmarks/loop-floor "${flags[@]}" >/dev/null
-      strip -g -o "$out/loop-floor" "$(swift build -c release --package-path benchmarks/loop-floor --show-bin-path "${flags[@]}")/LoopFloor"
+      # Built with the shipped binary's flags (peers.sh), stripped of debug information as it is.
+      build_loop_floor
+      strip -g "$out/loop-floor"
       cmd=("$out/loop-floor" 18381 18380)
     else
       gcc -O2 -g -o "$out/raw-pipe" benchmarks/callgrind/raw-pipe.c

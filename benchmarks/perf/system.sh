@@ -28,37 +28,14 @@ declare -A TLSPORT=([sluice]=18091 [nginx]=18092 [haproxy]=18093)
 WORKER_CONNS=4096
 HAPROXY_MAXCONN=8000
 out=benchmarks/out/system-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$out/www" "$out/empty-rules"
+mkdir -p "$out/empty-rules"
 ./scripts/dev-certs.sh "$out/certs" >/dev/null
 cat "$out/certs/default/tls.crt" "$out/certs/default/tls.key" > "$out/certs/combined.pem"
 source benchmarks/lib.sh
 source benchmarks/peers.sh
 trap stop_started EXIT
-case " $PROXIES " in
-  *" loop-floor "*)
-    lf_flags=(-Xswiftc -enforce-exclusivity=unchecked -Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
-      --static-swift-stdlib -Xswiftc -use-ld=lld)
-    swift build -c release --package-path benchmarks/loop-floor "${lf_flags[@]}" >/dev/null
-    cp "$(swift build -c release --package-path benchmarks/loop-floor --show-bin-path "${lf_flags[@]}")/LoopFloor" "$out/loop-floor"
-    ;;
-esac
-
-printf 'Hello, world!' > "$out/www/13"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$out/www/1024"
-cat > "$out/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $PWD/$out/backend.pid;
-error_log $PWD/$out/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND_PORT reuseport; root $PWD/$out/www; location / { default_type text/plain; } }
-}
-CONF
-nginx -c "$PWD/$out/backend.conf" -p "$PWD/$out" >"$out/backend.log" 2>&1 & pids+=($!)
-backend=$!
+case " $PROXIES " in *" loop-floor "*) build_loop_floor ;; esac
+start_backend
 wait_port $BACKEND_PORT
 
 for r in $(seq "$ROUNDS"); do
