@@ -154,6 +154,7 @@ let package = Package(
             dependencies: [
                 "SluiceIO", "CLinuxIO", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
         .testTarget(
