@@ -16,6 +16,8 @@ let package = Package(
         .executable(name: "sluice", targets: ["sluice"]),
         // For benchmarks/micro (a separate package) only.
         .library(name: "SluiceLibrary", targets: ["SluiceHTTP1", "SluiceRouting", "SluiceUpstream", "SluiceProxy"]),
+        // For benchmarks/loop-floor (a separate package) only.
+        .library(name: "CLinuxIO", targets: ["CLinuxIO"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 const uint32_t CLinuxIOEpollIn = EPOLLIN;
 const uint32_t CLinuxIOEpollOut = EPOLLOUT;
@@ -14,6 +15,8 @@ const uint32_t CLinuxIOEpollEdge = EPOLLET;
 int c_linux_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
 int c_linux_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int c_linux_accept(int fd) { return accept4(fd, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
 static int control(int epfd, int op, int fd, uint32_t events) {
     struct epoll_event ev = { .events = events, .data = { .fd = fd } };

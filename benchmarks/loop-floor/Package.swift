@@ -4,19 +4,23 @@
 // and a socket `Channel` written here instead of NIOPosix's. callgrind counts it beside the
 // NIOPosix pipe (benchmarks/callgrind/run.sh, PROXY=loop-floor), which says what replacing
 // NIOPosix's socket layer could save a proxied request. A measuring tool, not a socket layer:
-// one thread, IPv4, no half-closure, no timers beyond what the pipe needs.
+// one thread, IPv4, no half-closure, no timers beyond what the pipe needs. Its epoll and eventfd
+// calls are Sluice's own shims (`CLinuxIO`), the ones the socket layer in Sources/SluiceIO uses.
 import PackageDescription
 
 let package = Package(
     name: "LoopFloor",
     dependencies: [
+        .package(name: "Sluice", path: "../.."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
-        .target(name: "CEpoll", path: "Sources/CEpoll"),
         .executableTarget(
             name: "LoopFloor",
-            dependencies: ["CEpoll", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                .product(name: "CLinuxIO", package: "Sluice"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             path: "Sources/LoopFloor"
         ),
     ],

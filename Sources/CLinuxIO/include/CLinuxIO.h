@@ -15,6 +15,9 @@ extern const uint32_t CLinuxIOEpollEdge;
 int c_linux_epoll_create(void);
 /// A non-blocking, close-on-exec eventfd counting from 0; -1 and errno on failure.
 int c_linux_eventfd(void);
+/// A connection waiting on the listening socket `fd`, non-blocking and close-on-exec; -1 and
+/// errno (EAGAIN when none waits).
+int c_linux_accept(int fd);
 int c_linux_epoll_add(int epfd, int fd, uint32_t events);
 int c_linux_epoll_modify(int epfd, int fd, uint32_t events);
 int c_linux_epoll_delete(int epfd, int fd);

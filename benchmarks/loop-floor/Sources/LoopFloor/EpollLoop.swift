@@ -1,4 +1,4 @@
-import CEpoll
+import CLinuxIO
 import Dispatch
 import Glibc
 import NIOCore
@@ -32,9 +32,9 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private var stopped = false
 
     init() {
-        epfd = c_epoll_create()
-        wakeFD = c_eventfd()
-        _ = c_epoll_add(epfd, wakeFD, CEpollIn)
+        epfd = c_linux_epoll_create()
+        wakeFD = c_linux_eventfd()
+        _ = c_linux_epoll_add(epfd, wakeFD, CLinuxIOEpollIn)
     }
 
     // MARK: - Registration
@@ -42,12 +42,12 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     func register(_ s: EpollSelectable, fd: Int32, events: UInt32) {
         if selectables.count <= Int(fd) { selectables += Array(repeating: nil, count: Int(fd) + 1 - selectables.count) }
         selectables[Int(fd)] = s
-        _ = c_epoll_add(epfd, fd, events)
+        _ = c_linux_epoll_add(epfd, fd, events)
     }
 
     /// Before the descriptor is closed, so that a reused number never reaches the old owner.
     func deregister(fd: Int32) {
-        _ = c_epoll_del(epfd, fd)
+        _ = c_linux_epoll_delete(epfd, fd)
         selectables[Int(fd)] = nil
     }
 
@@ -72,7 +72,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
                 timeout = ns <= 0 ? 0 : Int32(min((ns + 999_999) / 1_000_000, 60_000))
             }
             let n = fds.withUnsafeMutableBufferPointer { f in
-                events.withUnsafeMutableBufferPointer { e in c_epoll_wait(epfd, f.baseAddress, e.baseAddress, 64, timeout) }
+                events.withUnsafeMutableBufferPointer { e in c_linux_epoll_wait(epfd, f.baseAddress, e.baseAddress, 64, timeout) }
             }
             if n < 0 { continue }  // EINTR
             for i in 0..<Int(n) {
@@ -142,7 +142,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
             timers.insert(timer, at: at)
             return id
         }
-        let id = NIOLockedID()
+        let id = TimerIDBox()
         if inEventLoop {
             id.value = add()
         } else {
@@ -170,7 +170,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
 }
 
 /// A timer's number, set on the loop and read there when the timer is cancelled.
-final class NIOLockedID: @unchecked Sendable {
+final class TimerIDBox: @unchecked Sendable {
     var value = 0
 }
 

@@ -1,4 +1,4 @@
-import CEpoll
+import CLinuxIO
 import Glibc
 import NIOCore
 
@@ -62,7 +62,7 @@ final class EpollSocket: Channel, ChannelCore, EpollSelectable, @unchecked Senda
 
     /// Adds the socket to the loop and tells the pipeline (after its handlers are in place).
     func start() {
-        loop.register(self, fd: fd, events: CEpollIn | CEpollOut | CEpollRdHup | CEpollEdge)
+        loop.register(self, fd: fd, events: CLinuxIOEpollIn | CLinuxIOEpollOut | CLinuxIOEpollRdHup | CLinuxIOEpollEdge)
         pipeline.syncOperations.fireChannelRegistered()
         if state == .active {
             connectPromise.take()?.succeed(())
@@ -82,7 +82,7 @@ final class EpollSocket: Channel, ChannelCore, EpollSelectable, @unchecked Senda
             var err: Int32 = 0
             var len = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
-            if err != 0 || events & (CEpollErr | CEpollHup) != 0 {
+            if err != 0 || events & (CLinuxIOEpollErr | CLinuxIOEpollHup) != 0 {
                 connectPromise.take()?.fail(IOError(errnoCode: err, reason: "connect"))
                 close0(error: ChannelError.ioOnClosedChannel, mode: .all, promise: nil)
                 return
@@ -91,11 +91,11 @@ final class EpollSocket: Channel, ChannelCore, EpollSelectable, @unchecked Senda
             connectPromise.take()?.succeed(())
             becameActive()
         }
-        if events & CEpollOut != 0 && waitingForWritable {
+        if events & CLinuxIOEpollOut != 0 && waitingForWritable {
             waitingForWritable = false
             flushNow()
         }
-        if events & (CEpollIn | CEpollRdHup | CEpollHup | CEpollErr) != 0 {
+        if events & (CLinuxIOEpollIn | CLinuxIOEpollRdHup | CLinuxIOEpollHup | CLinuxIOEpollErr) != 0 {
             unread = true
             if readRequested { readNow() }
         }
@@ -269,12 +269,12 @@ final class EpollListener: EpollSelectable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         precondition(r == 0 && listen(fd, 4096) == 0, "cannot listen on 127.0.0.1:\(port)")
-        loop.register(self, fd: fd, events: CEpollIn)
+        loop.register(self, fd: fd, events: CLinuxIOEpollIn)
     }
 
     func ready(_ events: UInt32) {
         while true {
-            let c = c_accept(fd)
+            let c = c_linux_accept(fd)
             if c < 0 { return }
             var one: Int32 = 1
             setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
