@@ -54,7 +54,7 @@ let package = Package(
         ),
         // epoll and eventfd, which Glibc's Swift module leaves out.
         .target(name: "CLinuxIO"),
-        // Event loops (and, next, TCP channels) on epoll under NIOCore's pipeline: NIOPosix's
+        // Event loops, TCP channels and listeners on epoll under NIOCore's pipeline: NIOPosix's
         // socket layer was most of a proxied request's cost (RESULTS.md, sessions 16-17).
         .target(
             name: "SluiceIO",
@@ -73,8 +73,8 @@ let package = Package(
             name: "SluiceUpstream",
             dependencies: [
                 "SluiceHTTP1",
+                "SluiceIO",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: hotPathSettings
         ),
@@ -86,8 +86,8 @@ let package = Package(
                 "SluiceHTTP2",
                 "SluiceRouting",
                 "SluiceUpstream",
+                "SluiceIO",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -16,7 +16,9 @@ int c_linux_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
 int c_linux_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
-int c_linux_accept(int fd) { return accept4(fd, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+int c_linux_accept(int fd, void *address, uint32_t *length) {
+    return accept4(fd, (struct sockaddr *)address, (socklen_t *)length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
 
 static int control(int epfd, int op, int fd, uint32_t events) {
     struct epoll_event ev = { .events = events, .data = { .fd = fd } };

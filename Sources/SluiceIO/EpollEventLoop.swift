@@ -31,6 +31,8 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var selectables: [EpollSelectable?] = []
     private var readyDescriptors = [Int32](repeating: 0, count: 64)
     private var readyEvents = [UInt32](repeating: 0, count: 64)
+    /// The receive buffers of this loop's channels.
+    var readBuffers = ReadBufferPool()
 
     // MARK: - Shared
 

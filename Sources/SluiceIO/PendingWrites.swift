@@ -58,19 +58,14 @@ struct PendingWrites {
         flushed = items.count
     }
 
-    /// Calls `body` with the flushed buffers still to write, at most `limit` of them, in order
-    /// (for one `writev`).
-    func withFlushed<R>(limit: Int, _ body: (_ buffers: ArraySlice<ByteBuffer>) throws -> R) rethrows -> R {
-        let end = min(flushed, written + limit)
-        var buffers: [ByteBuffer] = []
-        buffers.reserveCapacity(end - written)
-        for i in written..<end { buffers.append(items[items.index(items.startIndex, offsetBy: i)].buffer) }
-        return try body(buffers[...])
-    }
+    /// Flushed buffers still to write.
+    var flushedCount: Int { flushed - written }
 
-    /// The first flushed buffer still to write (the common case of one, for `send`).
-    var firstFlushed: ByteBuffer? {
-        hasFlushed ? items[items.index(items.startIndex, offsetBy: written)].buffer : nil
+    /// The `k`-th flushed buffer still to write (`k` < `flushedCount`): read in place, so that
+    /// one `sendmsg` can take several without building an array.
+    func flushedBuffer(_ k: Int) -> ByteBuffer {
+        precondition(k < flushedCount, "not a flushed buffer")
+        return items[items.index(items.startIndex, offsetBy: written + k)].buffer
     }
 
     /// The kernel took `count` bytes of the flushed buffers. Returns how many buffers that

@@ -1,6 +1,6 @@
 import Logging
 import NIOCore
-import NIOPosix
+import SluiceIO
 import SluiceTLS
 import SluiceUpstream
 import Synchronization
@@ -10,25 +10,25 @@ import Glibc
 
 /// The listeners and event loops of one running proxy.
 public final class ProxyServer: Sendable {
-    public let group: MultiThreadedEventLoopGroup
+    public let group: EpollEventLoopGroup
     public let config: ConfigStore
     public let settings: ProxySettings
     let loops: [EventLoopContext]
     let logger: Logger
-    private let channels = Mutex<[Channel]>([])
+    private let channels = Mutex<[TCPListener]>([])
     let listeners = ListenerInfo()
     /// Client connections open now, and whether accepting is paused at `--max-connections`.
     let openConnections = Atomic<Int>(0)
     private let acceptPaused = Atomic<Bool>(false)
 
     public init(workers: Int, config: ConfigStore, settings: ProxySettings, logger: Logger) {
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, workers))
+        self.group = EpollEventLoopGroup(threads: max(1, workers))
         self.config = config
         self.settings = settings
         self.logger = logger
         var loops: [EventLoopContext] = []
         let listeners = self.listeners
-        for (i, el) in group.makeIterator().enumerated() {
+        for (i, el) in group.eventLoops.enumerated() {
             // Built on its own loop, so that its objects come from that thread's malloc arena:
             // built here one after the other, the loops' state sat side by side in memory, and
             // what one loop writes on every request could share a cache line with the other's.
@@ -75,36 +75,27 @@ public final class ProxyServer: Sendable {
     private func listen(host: String, port: Int, tls: TLSFrontContext?) async throws -> SocketAddress {
         var bound: SocketAddress? = nil
         var boundPort = port
-        for l in loops {
+        for (l, el) in zip(loops, group.eventLoops) {
             let ctx = l
-            let channel = try await ServerBootstrap(group: l.eventLoop, childGroup: l.eventLoop)
-                .serverChannelOption(.backlog, value: 4096)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: 1)
-                // Accepted sockets inherit TCP_NODELAY from the listener (Linux), which saves a
-                // setsockopt per connection.
-                .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { [self] channel in
-                    self.countConnection(channel)
-                    return channel.eventLoop.makeCompletedFuture {
-                        // Set here rather than as bootstrap child options, which apply each option
-                        // through a future of its own on every accepted connection.
-                        let options = channel.syncOptions
-                        try options?.setOption(.allowRemoteHalfClosure, value: true)
-                        try options?.setOption(.maxMessagesPerRead, value: 16)
-                        if let tls {
-                            try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls, buffers: ctx.buffers))
-                        }
-                        try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx, tls: tls != nil))
-                    }
+            let address = try SocketAddress.makeAddressResolvingHost(host, port: boundPort)
+            let listener = try await TCPListener.bind(
+                to: address, on: el, backlog: 4096, reusePort: true,
+                onError: { [logger] error in logger.warning("accept failed", metadata: ["error": "\(error)"]) }
+            ) { [self] channel in
+                self.countConnection(channel)
+                channel.allowRemoteHalfClosure = true
+                channel.maxMessagesPerRead = 16
+                if let tls {
+                    try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls, buffers: ctx.buffers))
                 }
-                .bind(host: host, port: boundPort).get()
+                try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx, tls: tls != nil))
+            }.get()
             if bound == nil {
-                bound = channel.localAddress
+                bound = listener.localAddress
                 // With port 0 the first bind picks a port; the other loops join it.
-                boundPort = channel.localAddress?.port ?? port
+                boundPort = listener.localAddress.port ?? port
             }
-            channels.withLock { $0.append(channel) }
+            channels.withLock { $0.append(listener) }
         }
         return bound!
     }
@@ -129,7 +120,7 @@ public final class ProxyServer: Sendable {
         if !on {
             logger.warning("connection limit reached: accepting paused", metadata: ["max": "\(settings.maxConnections ?? 0)"])
         }
-        for ch in channels.withLock({ $0 }) { ch.setOption(.autoRead, value: on).whenFailure { _ in } }
+        for listener in channels.withLock({ $0 }) { listener.setAccepting(on) }
     }
 
     /// Every loop's counters, summed (each loop copies its own, on the loop).
@@ -155,7 +146,7 @@ public final class ProxyServer: Sendable {
             c = []
             return all
         }
-        for ch in listeners { try? await ch.close() }
+        for listener in listeners { try? await listener.close().get() }
         for l in loops { l.eventLoop.execute { l.registry.drain() } }
         let deadline = NIODeadline.now() + settings.drainTimeout
         while NIODeadline.now() < deadline {

@@ -1,5 +1,5 @@
 import NIOCore
-import NIOPosix
+import SluiceIO
 import SluiceHTTP1
 import Synchronization
 
@@ -103,16 +103,15 @@ public final class HealthChecker: Sendable {
         let done = ProbeResult(c.loop.makePromise(of: Bool.self))
         let config = c.config
         let timeout = c.loop.scheduleTask(in: config.timeout) { done.succeed(false) }
-        ClientBootstrap(group: c.loop)
-            .connectTimeout(config.timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let path = config.path {
-                        try channel.pipeline.syncOperations.addHandler(HealthProbeHandler(path: path, host: config.host, done: done))
-                    }
-                }
+        guard let loop = c.loop as? EpollEventLoop else {
+            done.succeed(false)
+            return
+        }
+        SocketChannel.connect(to: c.health.endpoint.address, on: loop, timeout: config.timeout) { channel in
+            if let path = config.path {
+                try channel.pipeline.syncOperations.addHandler(HealthProbeHandler(path: path, host: config.host, done: done))
             }
-            .connect(to: c.health.endpoint.address)
+        }
             .whenComplete { result in
                 switch result {
                 case .success(let channel):

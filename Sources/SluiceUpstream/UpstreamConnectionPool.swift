@@ -1,5 +1,5 @@
 import NIOCore
-import NIOPosix
+import SluiceIO
 import SluiceHTTP1
 
 /// Idle keep-alive connections to backends, owned by one event loop: taking and returning a
@@ -112,16 +112,13 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
     /// Opens a new connection to `endpoint` on this pool's event loop.
     public func connect(_ endpoint: Endpoint, timeout: TimeAmount? = nil) -> EventLoopFuture<UpstreamConnection> {
         let limits = responseLimits
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout ?? connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: false)  // UpstreamConnection asks for each read
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, limits: limits))
-                }
-            }
-            .connect(to: endpoint.address)
+        guard let loop = eventLoop as? EpollEventLoop else {
+            return eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
+        }
+        // UpstreamConnection asks for each read: no auto-read.
+        return SocketChannel.connect(to: endpoint.address, on: loop, timeout: timeout ?? connectTimeout, autoRead: false) { channel in
+            try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, limits: limits))
+        }
             .flatMapThrowing { channel in
                 let conn = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
                 self.openConnections += 1

@@ -16,8 +16,9 @@ int c_linux_epoll_create(void);
 /// A non-blocking, close-on-exec eventfd counting from 0; -1 and errno on failure.
 int c_linux_eventfd(void);
 /// A connection waiting on the listening socket `fd`, non-blocking and close-on-exec; -1 and
-/// errno (EAGAIN when none waits).
-int c_linux_accept(int fd);
+/// errno (EAGAIN when none waits). The peer's address lands in `address` (a sockaddr_storage
+/// of `*length` bytes, which is updated) unless it is NULL.
+int c_linux_accept(int fd, void *address, uint32_t *length);
 int c_linux_epoll_add(int epfd, int fd, uint32_t events);
 int c_linux_epoll_modify(int epfd, int fd, uint32_t events);
 int c_linux_epoll_delete(int epfd, int fd);

@@ -274,7 +274,7 @@ final class EpollListener: EpollSelectable {
 
     func ready(_ events: UInt32) {
         while true {
-            let c = c_linux_accept(fd)
+            let c = c_linux_accept(fd, nil, nil)
             if c < 0 { return }
             var one: Int32 = 1
             setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
