@@ -10,6 +10,9 @@ import Synchronization
 protocol EpollSelectable: AnyObject {
     /// `events`: the epoll bits that fired (`CLinuxIOEpollIn`, …). Called on the loop's thread.
     func ready(_ events: UInt32)
+    /// The loop is stopping with this still registered: close it, as NIOPosix closes the
+    /// channels of a loop that shuts down (their promises are failed, not leaked).
+    func loopStopping()
 }
 
 /// An `EventLoop` on one thread and one epoll instance: tasks run in the order they were
@@ -31,8 +34,6 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var selectables: [EpollSelectable?] = []
     private var readyDescriptors = [Int32](repeating: 0, count: 64)
     private var readyEvents = [UInt32](repeating: 0, count: 64)
-    /// The receive buffers of this loop's channels.
-    var readBuffers = ReadBufferPool()
 
     // MARK: - Shared
 
@@ -130,9 +131,12 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
             }
             runDueTimers()
         }
-        for timer in timers.removeAll() { timer.fail(EventLoopError.shutdown) }
+        for selectable in selectables { selectable?.loopStopping() }
         for fd in selectables.indices where selectables[fd] != nil { _ = c_linux_epoll_delete(epfd, Int32(fd)) }
         selectables.removeAll()
+        // The closes above queue their last steps as tasks: they run below, after the timers
+        // are failed.
+        for timer in timers.removeAll() { timer.fail(EventLoopError.shutdown) }
         // Tasks submitted after the last turn still run (a promise of theirs may be waited on);
         // from now on `execute` refuses.
         let (late, callbacks) = shared.withLockedValue { s in

@@ -10,8 +10,8 @@ import Synchronization
 /// per read pause or per short write. Because an edge is reported only once, the channel
 /// remembers input it has not read (`unread`) and output it could not write
 /// (`waitingForWritable`). It reads only when asked (`read()`, or after each burst with auto-read),
-/// at most `maxMessagesPerRead` times per burst, into buffers of the loop's `ReadBufferPool`
-/// sized per connection as NIOPosix's adaptive allocator sizes them. Writes queue in
+/// at most `maxMessagesPerRead` times per burst, into a buffer of its own that it reuses once
+/// the handlers let go of it, sized as NIOPosix's adaptive allocator sizes them. Writes queue in
 /// `PendingWrites` and go out at the flush with `send`, or `writev` when several are flushed.
 ///
 /// Half-closure follows NIOPosix: with `allowRemoteHalfClosure` the peer's end of input fires
@@ -49,6 +49,12 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
     /// after two that used less than half (NIOPosix's adaptive allocator, 2 KiB to start).
     private var readSize = 2048
     private var smallReads = 0
+    /// The buffer reads go into, kept for the next read. It was shared by the event loop's
+    /// channels at first, so that an idle connection held none, but with 50 requests in flight
+    /// every read found all of a small pool still held by handlers and allocated (3.4
+    /// allocations per request instead of 0.02): a request's bytes live until its exchange
+    /// ends, and only the same connection's next read comes after that.
+    private var readBuffer: ByteBuffer? = nil
 
     private var writes = PendingWrites()
     /// A short write left bytes behind: the next output edge writes them.
@@ -213,6 +219,10 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
         if phase != .closed { fail(error()) }
     }
 
+    func loopStopping() {
+        if phase != .closed { close0(error: EventLoopError.shutdown, mode: .all, promise: nil) }
+    }
+
     // MARK: - Reading
 
     private func readNow() {
@@ -222,11 +232,15 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
         var ended: Error? = nil
         while phase == .active && !inputShut {
             let asked = readSize
-            var result = 0
-            let buffer = loop.readBuffers.buffer(capacity: asked) { buffer in
-                result = buffer.withUnsafeMutableWritableBytes { recv(descriptor, $0.baseAddress, asked, 0) }
-                if result > 0 { buffer.moveWriterIndex(forwardBy: result) }
-            }
+            // The channel's own buffer, taken out so that this is its only reference here:
+            // `clear` reuses its storage when the handlers have let go of the last read's
+            // bytes (the usual case by the next read) and allocates new storage otherwise.
+            var buffer = readBuffer ?? allocator.buffer(capacity: asked)
+            readBuffer = nil
+            buffer.clear(minimumCapacity: asked)
+            let result = buffer.withUnsafeMutableWritableBytes { recv(descriptor, $0.baseAddress, asked, 0) }
+            if result > 0 { buffer.moveWriterIndex(forwardBy: result) }
+            readBuffer = buffer
             if result > 0 {
                 adapt(readSize: result, asked: asked)
                 delivered = true
@@ -272,6 +286,8 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
             if smallReads >= 2 {
                 readSize = asked / 2
                 smallReads = 0
+                // A buffer grown for a burst is not kept at four times what reads now need.
+                if let b = readBuffer, b.capacity > 4 * readSize { readBuffer = nil }
             }
         } else {
             smallReads = 0

@@ -129,12 +129,16 @@ public final class TCPListener: EpollSelectable, @unchecked Sendable {
 
     /// Stops listening. From any thread.
     public func close() -> EventLoopFuture<Void> {
-        eventLoop.submit { [self] in
-            guard !closed else { return }
-            closed = true
-            retry?.cancel()
-            eventLoop.deregister(descriptor: descriptor)
-            Glibc.close(descriptor)
-        }
+        eventLoop.submit { [self] in close0() }
+    }
+
+    func loopStopping() { close0() }
+
+    private func close0() {
+        guard !closed else { return }
+        closed = true
+        retry?.cancel()
+        eventLoop.deregister(descriptor: descriptor)
+        Glibc.close(descriptor)
     }
 }

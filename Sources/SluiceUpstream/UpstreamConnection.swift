@@ -206,6 +206,11 @@ public final class UpstreamConnection: ChannelInboundHandler {
                     if inbound.readableBytes > 0 {
                         // More bytes than the response held: the upstream is out of sync.
                         mustClose = true
+                    } else {
+                        // Let go of the read's storage: the channel reads the next response
+                        // into the same buffer, which it can reuse only when nobody holds it
+                        // (held, it cost an allocation per request).
+                        inbound = ByteBuffer()
                     }
                     return
                 }

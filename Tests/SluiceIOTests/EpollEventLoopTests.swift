@@ -119,6 +119,7 @@ import Testing
                 self.received = received
                 self.loop = loop
             }
+            func loopStopping() {}
             func ready(_ events: UInt32) {
                 precondition(loop.inEventLoop)
                 var byte: UInt8 = 0

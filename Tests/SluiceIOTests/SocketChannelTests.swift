@@ -234,6 +234,33 @@ import Testing
         }
     }
 
+    /// As NIOPosix: a loop that shuts down closes what is still open on it, so no promise of
+    /// theirs is left unfulfilled (a debug build traps on one) and no descriptor leaks.
+    @Test func shuttingTheLoopDownClosesItsChannelsAndListeners() async throws {
+        let group = EpollEventLoopGroup(threads: 1)
+        let loop = group.eventLoops[0]
+        let accepted = NIOLockedValueBox<SocketChannel?>(nil)
+        let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+            accepted.withLockedValue { $0 = channel }
+        }.get()
+        let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5)) { _ in }.get()
+        #expect(await Self.eventually { accepted.withLockedValue { $0 } != nil })
+        let server = accepted.withLockedValue { $0 }!
+        // Callbacks added now (a stopped loop takes no more tasks, so no future of its can be
+        // waited on afterwards).
+        let closed = NIOLockedValueBox(0)
+        client.closeFuture.whenComplete { _ in closed.withLockedValue { $0 += 1 } }
+        server.closeFuture.whenComplete { _ in closed.withLockedValue { $0 += 1 } }
+        try await group.shutdownGracefully()
+        #expect(!client.isActive && !server.isActive)
+        #expect(closed.withLockedValue { $0 } == 2, "both close futures completed as the loop drained its last tasks")
+        // The listener's port is free again.
+        let again = EpollEventLoopGroup(threads: 1)
+        let rebound = try await TCPListener.bind(to: listener.localAddress, on: again.eventLoops[0]) { _ in }.get()
+        try await rebound.close().get()
+        try await again.shutdownGracefully()
+    }
+
     @Test func aRefusedConnectFailsWithTheSystemsError() async throws {
         try await withLoop { loop in
             let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { _ in }.get()
