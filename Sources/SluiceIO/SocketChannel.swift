@@ -165,6 +165,8 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
         connectPromise.take()?.succeed(())
         guard phase == .active else { return }
         pipeline.syncOperations.fireChannelActive()
+        // Flushed while connecting: the output edge that ended the connect is spent.
+        if writes.hasFlushed && phase == .active { writeFlushed() }
         if autoRead && phase == .active { pipeline.syncOperations.read() }
     }
 

@@ -129,6 +129,23 @@ import Testing
         }
     }
 
+    /// Bytes written and flushed before the connect completes go out once it does.
+    @Test func writesFlushedWhileConnectingGoOutOnceConnected() async throws {
+        try await withLoop { loop in
+            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+                try channel.pipeline.syncOperations.addHandler(Echo())
+            }.get()
+            let seen = Seen()
+            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5)) { channel in
+                try channel.pipeline.syncOperations.addHandler(Recorder(seen))
+                channel.writeAndFlush(ByteBuffer(bytes: Array("early".utf8)), promise: nil)
+            }.get()
+            #expect(await Self.eventually { seen.bytes == Array("early".utf8) })
+            try await client.close().get()
+            try await listener.close().get()
+        }
+    }
+
     @Test func aFullSocketMakesTheChannelUnwritableUntilThePeerReads() async throws {
         try await withLoop { loop in
             let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
@@ -259,6 +276,31 @@ import Testing
         let rebound = try await TCPListener.bind(to: listener.localAddress, on: again.eventLoops[0]) { _ in }.get()
         try await rebound.close().get()
         try await again.shutdownGracefully()
+    }
+
+    /// A listener whose accept queue is full drops new handshakes (Linux), so a connect to it
+    /// can only end by its timeout: `ChannelError.connectTimeout`, which the proxy maps to 504.
+    @Test func aConnectThatNeverCompletesEndsAtItsTimeout() async throws {
+        try await withLoop { loop in
+            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop, backlog: 1) { _ in }.get()
+            listener.setAccepting(false)
+            try await loop.submit {}.get()
+            var connected: [SocketChannel] = []
+            var timedOut = false
+            for _ in 0..<8 where !timedOut {
+                let attempt = SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .milliseconds(300)) { _ in }
+                do {
+                    connected.append(try await attempt.get())
+                } catch ChannelError.connectTimeout(let amount) {
+                    #expect(amount == .milliseconds(300))
+                    timedOut = true
+                }
+            }
+            #expect(timedOut, "the queue holds a few connections, then handshakes wait")
+            #expect(!connected.isEmpty && connected.count < 8)
+            for c in connected { try await c.close().get() }
+            try await listener.close().get()
+        }
     }
 
     @Test func aRefusedConnectFailsWithTheSystemsError() async throws {
