@@ -40,7 +40,10 @@ public final class EpollEventLoopGroup: EventLoopGroup, Sendable {
         self.threads = threads
     }
 
-    public func next() -> EventLoop {
+    public func next() -> EventLoop { nextLoop() }
+
+    /// `next()`, typed: for callers that open sockets on the loop.
+    public func nextLoop() -> EpollEventLoop {
         let i = turn.add(1, ordering: .relaxed).newValue
         return loops[(i &- 1) % loops.count]
     }

@@ -32,23 +32,23 @@ public final class HealthChecker: Sendable {
         // @unchecked: `task` and `running` are touched only on `loop`.
         let health: EndpointHealth
         let config: Config
-        let loop: EventLoop
+        let loop: EpollEventLoop
         var task: Scheduled<Void>? = nil
         var stopped = false
 
-        init(health: EndpointHealth, config: Config, loop: EventLoop) {
+        init(health: EndpointHealth, config: Config, loop: EpollEventLoop) {
             self.health = health
             self.config = config
             self.loop = loop
         }
     }
 
-    private let group: EventLoopGroup
+    private let group: EpollEventLoopGroup
     private let checks = Mutex<[ObjectIdentifier: Check]>([:])
     /// Told when an endpoint's verdict flips (for the log).
     private let onChange: @Sendable (EndpointHealth, Bool) -> Void
 
-    public init(group: EventLoopGroup, onChange: @escaping @Sendable (EndpointHealth, Bool) -> Void) {
+    public init(group: EpollEventLoopGroup, onChange: @escaping @Sendable (EndpointHealth, Bool) -> Void) {
         self.group = group
         self.onChange = onChange
     }
@@ -66,7 +66,7 @@ public final class HealthChecker: Sendable {
                     next[id] = c
                     current[id] = nil
                 } else {
-                    let c = Check(health: h, config: config, loop: group.next())
+                    let c = Check(health: h, config: config, loop: group.nextLoop())
                     next[id] = c
                     start.append(c)
                 }
@@ -103,24 +103,20 @@ public final class HealthChecker: Sendable {
         let done = ProbeResult(c.loop.makePromise(of: Bool.self))
         let config = c.config
         let timeout = c.loop.scheduleTask(in: config.timeout) { done.succeed(false) }
-        guard let loop = c.loop as? EpollEventLoop else {
-            done.succeed(false)
-            return
-        }
-        SocketChannel.connect(to: c.health.endpoint.address, on: loop, timeout: config.timeout) { channel in
+        let connecting = SocketChannel.connect(to: c.health.endpoint.address, on: c.loop, timeout: config.timeout) { channel in
             if let path = config.path {
                 try channel.pipeline.syncOperations.addHandler(HealthProbeHandler(path: path, host: config.host, done: done))
             }
         }
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    if config.path == nil { done.succeed(true) }
-                    done.promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-                case .failure:
-                    done.succeed(false)
-                }
+        connecting.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                if config.path == nil { done.succeed(true) }
+                done.promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            case .failure:
+                done.succeed(false)
             }
+        }
         done.promise.futureResult.whenSuccess { ok in
             timeout.cancel()
             if let flipped = c.health.recordCheck(success: ok, healthyThreshold: config.healthyThreshold, unhealthyThreshold: config.unhealthyThreshold) {

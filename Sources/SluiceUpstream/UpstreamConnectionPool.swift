@@ -109,7 +109,8 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         return stack
     }
 
-    /// Opens a new connection to `endpoint` on this pool's event loop.
+    /// Opens a new connection to `endpoint` on this pool's event loop. Sockets exist only on
+    /// SluiceIO's loops: a pool on another loop (an embedded one, in unit tests) refuses.
     public func connect(_ endpoint: Endpoint, timeout: TimeAmount? = nil) -> EventLoopFuture<UpstreamConnection> {
         let limits = responseLimits
         guard let loop = eventLoop as? EpollEventLoop else {
