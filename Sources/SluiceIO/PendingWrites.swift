@@ -40,6 +40,7 @@ struct PendingWrites {
 
     var isEmpty: Bool { items.isEmpty }
     /// Flushed items still to be written (the socket has work).
+    @inline(__always)
     var hasFlushed: Bool { flushed > written }
 
     /// Queues `buffer`; `.becameUnwritable` when it takes the queue past the high mark.
@@ -58,11 +59,16 @@ struct PendingWrites {
         flushed = items.count
     }
 
+    // The accessors the channel calls on every write are inlined: called on the channel's stored
+    // property, they copied the whole value (and retained its storage) each time.
+
     /// Flushed buffers still to write.
+    @inline(__always)
     var flushedCount: Int { flushed - written }
 
     /// The `k`-th flushed buffer still to write (`k` < `flushedCount`): read in place, so that
     /// one `sendmsg` can take several without building an array.
+    @inline(__always)
     func flushedBuffer(_ k: Int) -> ByteBuffer {
         precondition(k < flushedCount, "not a flushed buffer")
         return items[items.index(items.startIndex, offsetBy: written + k)].buffer

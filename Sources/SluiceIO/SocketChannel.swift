@@ -228,7 +228,6 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
     // MARK: - Reading
 
     private func readNow() {
-        readRequested = false
         var reads = 0
         var delivered = false
         var ended: Error? = nil
@@ -240,10 +239,18 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
             var buffer = readBuffer ?? allocator.buffer(capacity: asked)
             readBuffer = nil
             buffer.clear(minimumCapacity: asked)
-            let result = buffer.withUnsafeMutableWritableBytes { recv(descriptor, $0.baseAddress, asked, 0) }
+            // The storage from its start, which after `clear` is where writing starts: NIO's
+            // `withUnsafeMutableWritableBytes` gets there through an unspecialised `dropFirst`
+            // (55 instructions a read).
+            let result = buffer.withVeryUnsafeMutableBytes { recv(descriptor, $0.baseAddress, asked, 0) }
             if result > 0 { buffer.moveWriterIndex(forwardBy: result) }
             readBuffer = buffer
             if result > 0 {
+                // The request is served only by bytes: an input edge can be stale (its bytes
+                // were read with an earlier edge's), and a read that finds nothing must leave
+                // the request standing, or a channel without auto-read waits for ever. (It did:
+                // a 1 GiB download stalled under load until the 60 s read timeout.)
+                readRequested = false
                 adapt(readSize: result, asked: asked)
                 delivered = true
                 pipeline.syncOperations.fireChannelRead(NIOAny(buffer))
@@ -276,7 +283,7 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
             }
             return
         }
-        if autoRead && phase == .active && !inputShut { pipeline.syncOperations.read() }
+        if delivered && autoRead && phase == .active && !inputShut { pipeline.syncOperations.read() }
     }
 
     private func adapt(readSize got: Int, asked: Int) {

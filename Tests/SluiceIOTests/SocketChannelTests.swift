@@ -1,3 +1,4 @@
+import CLinuxIO
 import Glibc
 import NIOConcurrencyHelpers
 import NIOCore
@@ -141,6 +142,32 @@ import Testing
                 channel.writeAndFlush(ByteBuffer(bytes: Array("early".utf8)), promise: nil)
             }.get()
             #expect(await Self.eventually { seen.bytes == Array("early".utf8) })
+            try await client.close().get()
+            try await listener.close().get()
+        }
+    }
+
+    /// An input edge whose bytes were already read with an earlier one finds nothing: the read
+    /// that was asked for must still be pending when bytes do come. Before, the empty read
+    /// consumed it, and a channel without auto-read (an upstream connection) stalled.
+    @Test func aStaleInputEdgeLeavesTheRequestedReadPending() async throws {
+        try await withLoop { loop in
+            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
+            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+                serverChannel.withLockedValue { $0 = channel }
+            }.get()
+            let seen = Seen()
+            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5), autoRead: false) { channel in
+                try channel.pipeline.syncOperations.addHandler(Recorder(seen))
+            }.get()
+            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
+            let server = serverChannel.withLockedValue { $0 }!
+            try await loop.submit {
+                client.read()
+                client.ready(CLinuxIOEpollIn)  // nothing to read: EAGAIN
+            }.get()
+            try await server.writeAndFlush(ByteBuffer(bytes: [4, 2])).get()
+            #expect(await Self.eventually { seen.bytes == [4, 2] }, "the read asked for before the stale edge delivers these")
             try await client.close().get()
             try await listener.close().get()
         }
