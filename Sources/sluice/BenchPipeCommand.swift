@@ -5,8 +5,9 @@ import NIOPosix
 /// `sluice bench-pipe`: a blind TCP pipe on NIOPosix, built with Sluice's flags, for
 /// benchmarks/callgrind/run.sh (`PROXY=pipe`). Every accepted connection gets its own upstream
 /// connection on the same event loop and the bytes go through unparsed in both directions. What
-/// it costs per request is the floor of any proxy whose sockets are NIOPosix channels: Sluice's
-/// count minus the pipe's is what parsing, routing and pooling cost. Not part of the stable CLI.
+/// it costs per request is the floor of any proxy whose sockets are NIOPosix channels. Sluice's
+/// own sockets left NIOPosix for SluiceIO in session 18; the pipe stays as the reference that
+/// measured why. Not part of the stable CLI.
 struct BenchPipe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-pipe", abstract: "A blind TCP pipe on NIOPosix (the I/O floor, for benchmarks).",
