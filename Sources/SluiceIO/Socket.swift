@@ -40,27 +40,6 @@ enum Socket {
         }
     }
 
-    /// Calls `body` with `address` as a `sockaddr` and its length.
-    static func withSockAddr<R>(_ address: SocketAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
-        switch address {
-        case .v4(let a):
-            var raw = a.address
-            return withUnsafePointer(to: &raw) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-        case .v6(let a):
-            var raw = a.address
-            return withUnsafePointer(to: &raw) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
-        case .unixDomainSocket(let a):
-            var raw = a.address
-            return withUnsafePointer(to: &raw) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-        }
-    }
-
     /// True for the any-address (0.0.0.0 or ::), where a connection's local address is known
     /// only from the socket.
     static func isWildcard(_ address: SocketAddress) -> Bool {

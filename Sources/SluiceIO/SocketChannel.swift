@@ -128,7 +128,7 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
         channel.connectPromise = promise
         do {
             try initialize(channel)
-            let rc = Socket.withSockAddr(address) { Glibc.connect(fd, $0, $1) }
+            let rc = address.withSockAddr { Glibc.connect(fd, $0, socklen_t($1)) }
             if rc != 0 && errno != EINPROGRESS { throw IOError(errnoCode: errno, reason: "connect") }
             try channel.register()
             if rc == 0 {

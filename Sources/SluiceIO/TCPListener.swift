@@ -58,7 +58,7 @@ public final class TCPListener: EpollSelectable, @unchecked Sendable {
                 Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
                 if reusePort { Socket.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) }
                 Socket.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
-                if Socket.withSockAddr(address, { Glibc.bind(fd, $0, $1) }) != 0 {
+                if address.withSockAddr({ Glibc.bind(fd, $0, socklen_t($1)) }) != 0 {
                     throw IOError(errnoCode: errno, reason: "bind(\(address))")
                 }
                 if Glibc.listen(fd, backlog) != 0 { throw IOError(errnoCode: errno, reason: "listen") }
