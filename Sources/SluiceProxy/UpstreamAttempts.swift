@@ -42,15 +42,20 @@ struct UpstreamAttempts {
     /// Chooses an endpoint, skipping those already tried; with `.endpoint` an attempt is open.
     mutating func next(loop: EventLoopContext) -> BackendPool.Choice {
         guard let poolRef else { return .unavailable("no backend") }
-        let choice = poolRef._withUnsafeGuaranteedRef { loop.choose($0, hash: hash, preferred: preferred, excluding: tried) }
-        if case .endpoint(let i) = choice {
+        // A lost race for an endpoint's last slot (a connection limit, another loop) leaves that
+        // endpoint full for the next choice: a few rounds settle it.
+        for _ in 0..<8 {
+            let choice = poolRef._withUnsafeGuaranteedRef { loop.choose($0, hash: hash, preferred: preferred, excluding: tried) }
+            guard case .endpoint(let i) = choice else { return choice }
+            guard poolRef._withUnsafeGuaranteedRef({ $0.begin(loop: loop.index, i) }) else { continue }
             index = i
             if i < 64 { tried |= 1 << UInt64(i) }
             count += 1
             started = loop.now
-            poolRef._withUnsafeGuaranteedRef { $0.begin(loop: loop.index, i) }
+            return choice
         }
-        return choice
+        loop.metrics.circuitRejection()
+        return .unavailable("circuit open: the endpoints of \(poolRef.takeUnretainedValue().name) are at their connection limit")
     }
 
     /// Runs `body` with the request's pool, unretained; nil when the request has none.

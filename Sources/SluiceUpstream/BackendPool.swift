@@ -145,7 +145,7 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
             } else if !panic && !health[i].isAvailable(now: now) {
                 return false
             }
-            if limit != Int.max && healthRefs[i]._withUnsafeGuaranteedRef({ $0.inFlight.total }) >= limit {
+            if limit != Int.max && healthRefs[i]._withUnsafeGuaranteedRef({ $0.limitedInFlight.load(ordering: .relaxed) }) >= limit {
                 full += 1
                 return false
             }
@@ -221,10 +221,18 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
 
     // MARK: - Feedback
 
-    /// A request goes to endpoint `i`.
-    public func begin(loop: Int, _ i: Int) {
+    /// A request goes to endpoint `i`. With a connection limit, false when another event loop
+    /// took the endpoint's last slot since `choose` saw it free: nothing was counted, and the
+    /// caller chooses again.
+    @discardableResult
+    public func begin(loop: Int, _ i: Int) -> Bool {
+        if let limit = policy.maxConnectionsPerEndpoint,
+           !healthRefs[i]._withUnsafeGuaranteedRef({ $0.reserve(limit: limit) }) {
+            return false
+        }
         withState(loop) { $0.inFlight[i] += 1 }
         healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(1, loop: loop) }
+        return true
     }
 
     /// The attempt at endpoint `i` ended. Returns true when it got the endpoint ejected.
@@ -232,7 +240,10 @@ public final class BackendPool: @unchecked Sendable, CustomStringConvertible {
     public func end(loop: Int, _ i: Int, outcome: AttemptOutcome, latencyNanos: Int64, now: Int64) -> Bool {
         withState(loop) { s in
             s.inFlight[i] = max(0, s.inFlight[i] - 1)
-            healthRefs[i]._withUnsafeGuaranteedRef { $0.inFlight.add(-1, loop: loop) }
+            healthRefs[i]._withUnsafeGuaranteedRef { h in
+                h.inFlight.add(-1, loop: loop)
+                if policy.maxConnectionsPerEndpoint != nil { h.limitedInFlight.wrappingSubtract(1, ordering: .relaxed) }
+            }
             if policy.balance == .ewma, outcome == .success || outcome == .serverError {
                 // Peak EWMA (decay time 10 s): a slower sample replaces the average at once.
                 let last = s.ewmaStamp[i]

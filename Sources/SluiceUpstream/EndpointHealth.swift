@@ -19,6 +19,22 @@ public final class EndpointHealth: Sendable {
     let consecutive5xx = Atomic<Int>(0)
     /// Requests in flight to the endpoint, over all event loops (`total`).
     public let inFlight = LoopCounter()
+    /// The same count, as one atomic, kept only by pools with a connection limit: a slot is
+    /// taken with a compare-and-exchange, so two loops cannot both take the last one (with the
+    /// per-loop counts, each could read the sum below the limit and go ahead). Pools without a
+    /// limit never touch it, so their requests write no line another core reads.
+    let limitedInFlight = Atomic<Int>(0)
+
+    /// Takes one of `limit` slots; false when all are taken.
+    func reserve(limit: Int) -> Bool {
+        var seen = limitedInFlight.load(ordering: .relaxed)
+        while seen < limit {
+            let (exchanged, now) = limitedInFlight.compareExchange(expected: seen, desired: seen + 1, ordering: .relaxed)
+            if exchanged { return true }
+            seen = now
+        }
+        return false
+    }
 
     init(service: String, endpoint: Endpoint) {
         self.service = service

@@ -166,6 +166,27 @@ import Testing
         #expect(p.choose(loop: 0, now: 1) == .endpoint(1))
     }
 
+    /// Two loops that both saw the last slot free: only one gets it.
+    @Test func theLastSlotGoesToOneLoop() {
+        var policy = PoolPolicy()
+        policy.maxConnectionsPerEndpoint = 1
+        let p = Self.pool(1, policy: policy)
+        #expect(p.choose(loop: 0, now: 1) == .endpoint(0))
+        #expect(p.choose(loop: 1, now: 1) == .endpoint(0))
+        #expect(p.begin(loop: 0, 0))
+        #expect(!p.begin(loop: 1, 0), "the slot is taken")
+        #expect(p.health[0].inFlight.total == 1, "a refused begin counts nothing")
+        p.end(loop: 0, 0, outcome: .success, latencyNanos: 0, now: 1)
+        #expect(p.begin(loop: 1, 0))
+    }
+
+    /// Without a limit nothing is refused.
+    @Test func beginWithoutALimitAlwaysCounts() {
+        let p = Self.pool(1, policy: PoolPolicy())
+        for l in 0..<2 { #expect(p.begin(loop: l, 0)) }
+        #expect(p.health[0].inFlight.total == 2)
+    }
+
     /// The limit is per endpoint over all event loops, though each loop counts on its own line.
     @Test func circuitCountsEveryLoop() {
         var policy = PoolPolicy()
