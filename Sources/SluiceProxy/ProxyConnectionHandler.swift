@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import SluiceHTTP1
 import SluiceHTTP2
+import SluiceIO
 import SluiceRouting
 import SluiceTLS
 import SluiceUpstream
@@ -31,6 +32,9 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private let loop: EventLoopContext
     private let settings: ProxySettings
     private var context: ChannelHandlerContext!
+    /// The client's channel when this handler is next to its head (plain HTTP: the listener's
+    /// initializer says so): output goes to the socket without the pipeline's walk.
+    private var socket: SocketChannel? = nil
     private var parser: HTTP1Parser
     private var inbound: ByteBuffer
     private var client: ClientInfo
@@ -128,6 +132,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         // Nothing reaches `context` afterwards: the phase is `.closing` (the timeout sweep and
         // connect callbacks check it) and the upstream dropped this delegate when it was closed.
         self.context = nil
+        socket = nil
+    }
+
+    /// Called by the code that built the pipeline with this handler first: nothing sits between
+    /// it and `channel`'s socket (see `SocketChannel.writeDirect`).
+    func outputDirectly(to channel: SocketChannel) {
+        assert(context?.channel === channel, "not this handler's channel")
+        socket = channel
+    }
+
+    private func readClient() {
+        if let socket { socket.readDirect() } else { context.read() }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -154,7 +170,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func read(context: ChannelHandlerContext) {
         // Lingering reads whatever comes: a paused read would keep the client's bytes unread.
-        if lingering || readGate.requestRead() { context.read() }
+        if lingering || readGate.requestRead() { readClient() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -365,7 +381,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
                     // held like pipelined requests, and past the bound reading stopped. They
                     // have gone upstream now and the rest of the body is wanted: read again
                     // (nothing else would resume the client, whose body then never came).
-                    if readGate.resumePipeline() { context.read() }
+                    if readGate.resumePipeline() { readClient() }
                     return
                 case .body(let range, let consumed):
                     let slice = inbound.getSlice(at: inbound.readerIndex + range.lowerBound, length: range.count)!
@@ -811,20 +827,27 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func send(_ buffer: ByteBuffer) {
         if output.join(buffer) { return }
         writeGathered()
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        if let socket { socket.writeDirect(buffer) } else { context.write(wrapOutboundOut(buffer), promise: nil) }
     }
 
     private func writeGathered() {
         if let out = output.take() {
-            context.write(wrapOutboundOut(out), promise: nil)
+            if let socket { socket.writeDirect(out) } else { context.write(wrapOutboundOut(out), promise: nil) }
             output.written(out)
         }
     }
 
     private func flushClient() {
         if let out = output.take() {
-            context.writeAndFlush(wrapOutboundOut(out), promise: nil)  // one pass down the pipeline, not two
+            if let socket {
+                socket.writeDirect(out)
+                socket.flushDirect()
+            } else {
+                context.writeAndFlush(wrapOutboundOut(out), promise: nil)  // one pass down the pipeline, not two
+            }
             output.written(out)
+        } else if let socket {
+            socket.flushDirect()
         } else {
             context.flush()
         }
@@ -946,7 +969,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         setPhase(.awaitingHead)
-        if readGate.resumePipeline() { context.read() }
+        if readGate.resumePipeline() { readClient() }
         // A client that half-closed is answered, then closed, once nothing of it is left.
         if inbound.readableBytes > 0 || clientInputClosed { process() }
         flushIfNeeded()
@@ -995,7 +1018,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
             inbound.moveReaderIndex(forwardBy: consumed)
         }
         setPhase(.awaitingHead)
-        if readGate.resumePipeline() { context.read() }
+        if readGate.resumePipeline() { readClient() }
         process()
         flushIfNeeded()
     }
@@ -1094,7 +1117,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func updateReadPause(upstreamWritable: Bool) {
         if readGate.upstream(writable: upstreamWritable, forwarding: phase == .forwardingBody || phase == .tunnel) {
-            context.read()
+            readClient()
         }
     }
 

@@ -88,7 +88,9 @@ public final class ProxyServer: Sendable {
                 if let tls {
                     try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls, buffers: ctx.buffers))
                 }
-                try channel.pipeline.syncOperations.addHandler(ProxyConnectionHandler(loop: ctx, tls: tls != nil))
+                let handler = ProxyConnectionHandler(loop: ctx, tls: tls != nil)
+                try channel.pipeline.syncOperations.addHandler(handler)
+                if tls == nil { handler.outputDirectly(to: channel) }  // first in the pipeline
             }.get()
             if bound == nil {
                 bound = listener.localAddress

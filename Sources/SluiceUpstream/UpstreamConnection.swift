@@ -1,5 +1,6 @@
 import NIOCore
 import SluiceHTTP1
+import SluiceIO
 
 /// One keep-alive connection to a backend, and the handler at the end of its pipeline.
 ///
@@ -23,6 +24,9 @@ public final class UpstreamConnection: ChannelInboundHandler {
 
     public let endpoint: Endpoint
     private var context: ChannelHandlerContext?
+    /// The channel, when this handler is the only one on it (the pool builds it so): writes,
+    /// flushes and reads go to the socket directly instead of down the pipeline.
+    private var socket: SocketChannel? = nil
     private var parser: HTTP1Parser
     private var inbound: ByteBuffer
     private var mode: Mode = .http
@@ -77,31 +81,51 @@ public final class UpstreamConnection: ChannelInboundHandler {
     public func detach() {
         delegate = nil
         readPaused = false
-        if pendingRead {
+        if pendingRead, let context {
             pendingRead = false
-            context?.read()
+            requestRead(context)
         }
     }
 
     public func write(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(buffer), promise: nil)
+        if let socket {
+            socket.writeDirect(buffer)
+        } else {
+            context?.write(wrapOutboundOut(buffer), promise: nil)
+        }
     }
 
     /// One pass down the pipeline instead of two.
     public func writeAndFlush(_ buffer: ByteBuffer) {
-        context?.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if let socket {
+            socket.writeDirect(buffer)
+            socket.flushDirect()
+        } else {
+            context?.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
     }
 
     public func flush() {
-        context?.flush()
+        if let socket { socket.flushDirect() } else { context?.flush() }
+    }
+
+    private func requestRead(_ context: ChannelHandlerContext) {
+        if let socket { socket.readDirect() } else { context.read() }
+    }
+
+    /// Called by the code that added this handler alone to `channel`'s pipeline (the pool):
+    /// nothing sits between it and the socket, so the pipeline's walk is skipped.
+    func outputDirectly(to channel: SocketChannel) {
+        assert(context?.channel === channel, "not this handler's channel")
+        socket = channel
     }
 
     /// Stops (or resumes) reading from the upstream while the downstream cannot take more.
     public func setReadPaused(_ paused: Bool) {
         readPaused = paused
-        if !paused && pendingRead {
+        if !paused && pendingRead, let context {
             pendingRead = false
-            context?.read()
+            requestRead(context)
         }
     }
 
@@ -138,10 +162,11 @@ public final class UpstreamConnection: ChannelInboundHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        socket = nil
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        context.read()
+        requestRead(context)
         context.fireChannelActive()
     }
 
@@ -231,7 +256,7 @@ public final class UpstreamConnection: ChannelInboundHandler {
         if readPaused {
             pendingRead = true
         } else {
-            context.read()
+            requestRead(context)
         }
     }
 

@@ -118,7 +118,9 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         }
         // UpstreamConnection asks for each read: no auto-read.
         return SocketChannel.connect(to: endpoint.address, on: loop, timeout: timeout ?? connectTimeout, autoRead: false) { channel in
-            try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, limits: limits))
+            let conn = UpstreamConnection(endpoint: endpoint, limits: limits)
+            try channel.pipeline.syncOperations.addHandler(conn)
+            conn.outputDirectly(to: channel)  // the pipeline's only handler
         }
             .flatMapThrowing { channel in
                 let conn = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
