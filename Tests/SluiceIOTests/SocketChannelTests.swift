@@ -147,6 +147,49 @@ import Testing
         }
     }
 
+    /// The direct operations of the handler next to the head: a read happens only when asked
+    /// for, written bytes wait for the flush and keep their order with pipeline writes, and a
+    /// write after the close is dropped.
+    @Test func directOutputReadsWritesAndFlushesLikeThePipeline() async throws {
+        try await withLoop { loop in
+            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
+            let serverSeen = Seen()
+            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+                serverChannel.withLockedValue { $0 = channel }
+                try channel.pipeline.syncOperations.addHandler(Recorder(serverSeen))
+            }.get()
+            let seen = Seen()
+            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5), autoRead: false) { channel in
+                try channel.pipeline.syncOperations.addHandler(Recorder(seen))
+            }.get()
+            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
+            let server = serverChannel.withLockedValue { $0 }!
+            try await loop.submit {
+                client.writeDirect(ByteBuffer(bytes: Array("one ".utf8)))
+                client.write(ByteBuffer(bytes: Array("two ".utf8)), promise: nil)
+                client.writeDirect(ByteBuffer(bytes: Array("three".utf8)))
+            }.get()
+            try await Task.sleep(nanoseconds: 50_000_000)
+            #expect(serverSeen.bytes.isEmpty, "nothing goes out before the flush")
+            try await loop.submit { client.flushDirect() }.get()
+            #expect(await Self.eventually { serverSeen.bytes == Array("one two three".utf8) })
+
+            try await server.writeAndFlush(ByteBuffer(bytes: [7, 7])).get()
+            try await Task.sleep(nanoseconds: 50_000_000)
+            #expect(seen.bytes.isEmpty, "no auto-read: nothing is read until asked")
+            try await loop.submit { client.readDirect() }.get()
+            #expect(await Self.eventually { seen.bytes == [7, 7] })
+
+            try await client.close().get()
+            try await loop.submit {
+                client.writeDirect(ByteBuffer(bytes: [1]))
+                client.flushDirect()
+                client.readDirect()
+            }.get()
+            try await listener.close().get()
+        }
+    }
+
     /// An input edge whose bytes were already read with an earlier one finds nothing: the read
     /// that was asked for must still be pending when bytes do come. Before, the empty read
     /// consumed it, and a channel without auto-read (an upstream connection) stalled.
