@@ -34,7 +34,7 @@ let package = Package(
         ),
         .target(
             name: "SluiceTLS",
-            dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["COpenSSL", "SluiceIO", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: hotPathSettings
         ),
         .systemLibrary(

@@ -86,7 +86,9 @@ public final class ProxyServer: Sendable {
                 channel.allowRemoteHalfClosure = true
                 channel.maxMessagesPerRead = 16
                 if let tls {
-                    try channel.pipeline.syncOperations.addHandler(TLSServerHandler(front: tls, buffers: ctx.buffers))
+                    let handler = TLSServerHandler(front: tls, buffers: ctx.buffers)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    handler.outputDirectly(to: channel)  // first in the pipeline
                 }
                 let handler = ProxyConnectionHandler(loop: ctx, tls: tls != nil)
                 try channel.pipeline.syncOperations.addHandler(handler)

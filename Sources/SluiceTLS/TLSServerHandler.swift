@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceIO
 
 /// Sent up the pipeline once a handshake completes.
 public struct TLSHandshakeCompleted: Sendable {
@@ -64,6 +65,10 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     /// Plaintext and ciphertext buffers come from here and go back as soon as they are passed on
     /// (`BufferPool`); one pool per event loop.
     private let buffers: BufferPool
+    /// The connection's channel when this handler is first in its pipeline (the listener's
+    /// initializer says so): ciphertext and read requests go to the socket without NIO's
+    /// head-handler walk (see `SocketChannel.writeDirect`).
+    private var socket: SocketChannel? = nil
 
     /// `buffers`: the event loop's pool (the default, a pool of the connection's own, is for
     /// tests).
@@ -71,6 +76,19 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         self.front = front.context
         self.store = front.store
         self.buffers = buffers
+    }
+
+    /// Called by the code that added this handler first to `channel`'s pipeline.
+    public func outputDirectly(to channel: SocketChannel) {
+        socket = channel
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        socket = nil
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if let socket { socket.readDirect() } else { context.read() }
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -244,7 +262,14 @@ public final class TLSServerHandler: ChannelDuplexHandler {
         _ = encryptGathered(context: context)
         // One pass down the pipeline for the records and the flush, not one for each.
         if state == .active, let cipher = connection?.takeCiphertext() {
-            context.writeAndFlush(wrapOutboundOut(cipher), promise: nil)
+            if let socket {
+                socket.writeDirect(cipher)
+                socket.flushDirect()
+            } else {
+                context.writeAndFlush(wrapOutboundOut(cipher), promise: nil)
+            }
+        } else if let socket {
+            socket.flushDirect()
         } else {
             context.flush()
         }
@@ -333,7 +358,12 @@ public final class TLSServerHandler: ChannelDuplexHandler {
 
     private func flushCiphertext(context: ChannelHandlerContext) {
         guard let out = connection?.takeCiphertext() else { return }
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        if let socket {
+            socket.writeDirect(out)
+            socket.flushDirect()
+        } else {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
     }
 }
 
