@@ -239,6 +239,8 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
     // MARK: - Reading
 
     private func readNow() {
+        // Taken once: each `pipeline` read is a retain and a release, three per read otherwise.
+        let pipeline = _pipeline.syncOperations
         var reads = 0
         var delivered = false
         var ended: Error? = nil
@@ -264,7 +266,7 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
                 readRequested = false
                 adapt(readSize: result, asked: asked)
                 delivered = true
-                pipeline.syncOperations.fireChannelRead(NIOAny(buffer))
+                pipeline.fireChannelRead(NIOAny(buffer))
                 reads += 1
                 // A short read emptied the socket (more input brings a new edge); after
                 // `maxMessagesPerRead` full ones the rest waits for the next turn.
@@ -284,7 +286,7 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
                 break
             }
         }
-        if delivered && phase == .active { pipeline.syncOperations.fireChannelReadComplete() }
+        if delivered && phase == .active { pipeline.fireChannelReadComplete() }
         if let ended {
             unread = false
             if case ChannelError.eof = ended {
@@ -294,7 +296,7 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
             }
             return
         }
-        if delivered && autoRead && phase == .active && !inputShut { pipeline.syncOperations.read() }
+        if delivered && autoRead && phase == .active && !inputShut { pipeline.read() }
     }
 
     private func adapt(readSize got: Int, asked: Int) {
