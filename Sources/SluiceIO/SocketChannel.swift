@@ -57,6 +57,10 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
     /// ends, and only the same connection's next read comes after that.
     private var readBuffer: ByteBuffer? = nil
 
+    /// The handler next to the head, when the code that built the pipeline handed it over:
+    /// reads reach it without the pipeline's walk and the `NIOAny` around each buffer.
+    private var reader: SocketChannelReader? = nil
+
     private var writes = PendingWrites()
     /// A short write left bytes behind: the next output edge writes them.
     private var waitingForWritable = false
@@ -266,7 +270,8 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
                 readRequested = false
                 adapt(readSize: result, asked: asked)
                 delivered = true
-                pipeline.fireChannelRead(NIOAny(buffer))
+                // Looked up for each read: a handler may leave the pipeline inside its read.
+                if let reader { reader.socketChannelRead(buffer) } else { pipeline.fireChannelRead(NIOAny(buffer)) }
                 reads += 1
                 // A short read emptied the socket (more input brings a new edge); after
                 // `maxMessagesPerRead` full ones the rest waits for the next turn.
@@ -286,7 +291,9 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
                 break
             }
         }
-        if delivered && phase == .active { pipeline.fireChannelReadComplete() }
+        if delivered && phase == .active {
+            if let reader { reader.socketChannelReadComplete() } else { pipeline.fireChannelReadComplete() }
+        }
         if let ended {
             unread = false
             if case ChannelError.eof = ended {
@@ -548,6 +555,13 @@ public final class SocketChannel: Channel, ChannelCore, EpollSelectable, @unchec
     // Only the code that built the pipeline knows that no handler sits in between, so it is
     // the one that hands the channel to the handler. On the channel's loop only.
 
+    /// Reads go to `reader` (nil: down the pipeline again), which must be the pipeline's first
+    /// handler and must hand itself back with nil when it leaves the pipeline.
+    public func readDirectly(to reader: SocketChannelReader?) {
+        assert(loop.inEventLoop)
+        self.reader = reader
+    }
+
     /// `write0` of a buffer, without a promise.
     public func writeDirect(_ buffer: ByteBuffer) {
         assert(loop.inEventLoop)
@@ -687,4 +701,12 @@ extension Optional {
 private final class ConnectTimeoutTarget: @unchecked Sendable {
     var channel: SocketChannel?
     init(_ channel: SocketChannel) { self.channel = channel }
+}
+
+/// The first handler of a `SocketChannel`'s pipeline, taking its reads directly
+/// (`SocketChannel.readDirectly(to:)`): `channelRead` and `channelReadComplete` without the walk
+/// through the pipeline. Every other event still goes through the pipeline.
+public protocol SocketChannelReader: AnyObject {
+    func socketChannelRead(_ buffer: ByteBuffer)
+    func socketChannelReadComplete()
 }

@@ -132,6 +132,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         // Nothing reaches `context` afterwards: the phase is `.closing` (the timeout sweep and
         // connect callbacks check it) and the upstream dropped this delegate when it was closed.
         self.context = nil
+        socket?.readDirectly(to: nil)
         socket = nil
     }
 
@@ -140,6 +141,7 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     func outputDirectly(to channel: SocketChannel) {
         assert(context?.channel === channel, "not this handler's channel")
         socket = channel
+        channel.readDirectly(to: self)
     }
 
     private func readClient() {
@@ -174,12 +176,17 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let time = NIODeadline.now()
-        deadlines.clientBytes(at: time)
-        loop.during(time) { received(unwrapInboundIn(data), context: context) }
+        received(unwrapInboundIn(data), context: context)
     }
 
+    /// The client's bytes, from the pipeline or straight from the socket (`SocketChannelReader`).
     private func received(_ incoming: ByteBuffer, context: ChannelHandlerContext) {
+        let time = NIODeadline.now()
+        deadlines.clientBytes(at: time)
+        loop.during(time) { arrived(incoming, context: context) }
+    }
+
+    private func arrived(_ incoming: ByteBuffer, context: ChannelHandlerContext) {
         switch phase {
         case .tunnel:
             upstream?.write(incoming)
@@ -1188,5 +1195,18 @@ final class ProxyConnectionHandler: ChannelDuplexHandler, RemovableChannelHandle
         } else {
             respondUpstreamFailure(.readTimeout)
         }
+    }
+}
+
+// MARK: - Direct reads (plain HTTP: first in the pipeline)
+
+extension ProxyConnectionHandler: SocketChannelReader {
+    func socketChannelRead(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        received(buffer, context: context)
+    }
+
+    func socketChannelReadComplete() {
+        flushIfNeeded()
     }
 }

@@ -81,10 +81,21 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     /// Called by the code that added this handler first to `channel`'s pipeline.
     public func outputDirectly(to channel: SocketChannel) {
         socket = channel
+        directContext = context(of: channel)
+        channel.readDirectly(to: self)
     }
 
+    private func context(of channel: SocketChannel) -> ChannelHandlerContext? {
+        try? channel.pipeline.syncOperations.context(handler: self)
+    }
+
+    /// This handler's context while it takes the socket's reads directly (they come without one).
+    private var directContext: ChannelHandlerContext? = nil
+
     public func handlerRemoved(context: ChannelHandlerContext) {
+        socket?.readDirectly(to: nil)
         socket = nil
+        directContext = nil
     }
 
     public func read(context: ChannelHandlerContext) {
@@ -97,12 +108,16 @@ public final class TLSServerHandler: ChannelDuplexHandler {
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received(unwrapInboundIn(data), context: context)
+    }
+
+    /// Ciphertext from the pipeline or straight from the socket (`SocketChannelReader`).
+    private func received(_ ciphertext: ByteBuffer, context: ChannelHandlerContext) {
         guard let connection, state != .closed else {
             // Dropped unread; while lingering, it shows the client is still sending.
             closer?.inputArrived(now: .now())
             return
         }
-        let ciphertext = unwrapInboundIn(data)
         // Plaintext is never longer than the ciphertext that carried it: size reads by it, so a
         // small request does not cost a 16 KiB allocation.
         fedBytes = ciphertext.readableBytes
@@ -393,5 +408,19 @@ extension CertificateStore {
     /// The identity of the context a Host would get by SNI.
     public func identity(forHost host: String) -> ObjectIdentifier? {
         context(for: host).map { ObjectIdentifier($0) }
+    }
+}
+
+// MARK: - Direct reads (first in the pipeline)
+
+extension TLSServerHandler: SocketChannelReader {
+    public func socketChannelRead(_ buffer: ByteBuffer) {
+        guard let directContext else { return }
+        received(buffer, context: directContext)
+    }
+
+    public func socketChannelReadComplete() {
+        guard let directContext else { return }
+        channelReadComplete(context: directContext)
     }
 }

@@ -118,6 +118,7 @@ public final class UpstreamConnection: ChannelInboundHandler {
     func outputDirectly(to channel: SocketChannel) {
         assert(context?.channel === channel, "not this handler's channel")
         socket = channel
+        channel.readDirectly(to: self)
     }
 
     /// Stops (or resumes) reading from the upstream while the downstream cannot take more.
@@ -162,6 +163,7 @@ public final class UpstreamConnection: ChannelInboundHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        socket?.readDirectly(to: nil)
         socket = nil
     }
 
@@ -171,7 +173,14 @@ public final class UpstreamConnection: ChannelInboundHandler {
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let incoming = unwrapInboundIn(data)
+        received(unwrapInboundIn(data))
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete(context)
+    }
+
+    private func received(_ incoming: ByteBuffer) {
         lastActivity = .now()
         switch mode {
         case .closed:
@@ -249,7 +258,7 @@ public final class UpstreamConnection: ChannelInboundHandler {
         }
     }
 
-    public func channelReadComplete(context: ChannelHandlerContext) {
+    private func readComplete(_ context: ChannelHandlerContext) {
         delegate?.upstreamReadComplete()
         // Asked for here, before NIO looks: a channel that has no read pending when this returns
         // stops polling its socket.
@@ -295,5 +304,17 @@ public final class UpstreamConnection: ChannelInboundHandler {
         // A reset or I/O error: channelInactive follows and reports it to the delegate.
         mustClose = true
         context.close(promise: nil)
+    }
+}
+
+// MARK: - Direct reads
+
+extension UpstreamConnection: SocketChannelReader {
+    public func socketChannelRead(_ buffer: ByteBuffer) {
+        received(buffer)
+    }
+
+    public func socketChannelReadComplete() {
+        if let context { readComplete(context) }
     }
 }

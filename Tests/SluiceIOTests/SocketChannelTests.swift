@@ -190,6 +190,43 @@ import Testing
         }
     }
 
+    /// Reads handed to a `SocketChannelReader` skip the pipeline; handed back (nil), they go
+    /// down the pipeline again.
+    @Test func aDirectReaderTakesTheReadsUntilItHandsThemBack() async throws {
+        final class Direct: SocketChannelReader, @unchecked Sendable {
+            let seen = Seen()
+            func socketChannelRead(_ buffer: ByteBuffer) {
+                seen.state.withLockedValue { $0.bytes += Array(buffer.readableBytesView) }
+            }
+            func socketChannelReadComplete() {
+                seen.state.withLockedValue { $0.events.append("complete") }
+            }
+        }
+        try await withLoop { loop in
+            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
+            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+                serverChannel.withLockedValue { $0 = channel }
+            }.get()
+            let viaPipeline = Seen()
+            let direct = Direct()
+            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5)) { channel in
+                try channel.pipeline.syncOperations.addHandler(Recorder(viaPipeline))
+                channel.readDirectly(to: direct)
+            }.get()
+            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
+            let server = serverChannel.withLockedValue { $0 }!
+            try await server.writeAndFlush(ByteBuffer(bytes: [1, 2, 3])).get()
+            #expect(await Self.eventually { direct.seen.bytes == [1, 2, 3] && direct.seen.events.contains("complete") })
+            #expect(viaPipeline.bytes.isEmpty)
+            try await loop.submit { client.readDirectly(to: nil) }.get()
+            try await server.writeAndFlush(ByteBuffer(bytes: [4])).get()
+            #expect(await Self.eventually { viaPipeline.bytes == [4] })
+            #expect(direct.seen.bytes == [1, 2, 3])
+            try await client.close().get()
+            try await listener.close().get()
+        }
+    }
+
     /// An input edge whose bytes were already read with an earlier one finds nothing: the read
     /// that was asked for must still be pending when bytes do come. Before, the empty read
     /// consumed it, and a channel without auto-read (an upstream connection) stalled.
