@@ -44,6 +44,11 @@ public struct HTTP1Field: Sendable, Equatable {
 public enum HTTP1Method: UInt8, Sendable {
     case get, head, post, put, delete, connect, options, trace, patch, other
 
+    /// The method named by `bytes` (case-sensitive, RFC 9110 §9.1); `.other` for any other.
+    public init(bytes: UnsafeRawBufferPointer) {
+        self = HTTP1Parser.classifyMethod(bytes, 0, bytes.count)
+    }
+
     /// RFC 9110 §9.2.2: a request with this method may be sent again without changing its effect.
     public var isIdempotent: Bool {
         switch self {

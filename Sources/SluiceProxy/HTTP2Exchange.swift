@@ -29,8 +29,10 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
     /// Position in the connection's list of open exchanges (-1: not in it).
     var slot = -1
     private var state = State.connecting
-    private var isHead = false
-    private var idempotent = false
+    /// Classified once: comparing the bytes for each question cost a memcmp each.
+    private var method = HTTP1Method.other
+    private var isHead: Bool { method == .head }
+    private var idempotent: Bool { method.isIdempotent }
     private var framing = HTTP1BodyFraming.none
     private var requestHead: ByteBuffer? = nil
     /// Body bytes that arrived before the upstream connection did.
@@ -93,11 +95,9 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         let checked = bytes.withUnsafeBytes { p -> (status: Int, detail: String)? in
             let method = UnsafeRawBufferPointer(rebasing: p[methodRange])
-            isHead = HTTP2Stream.same(method, "HEAD")
-            idempotent = isHead || HTTP2Stream.same(method, "GET") || HTTP2Stream.same(method, "OPTIONS")
-                || HTTP2Stream.same(method, "PUT") || HTTP2Stream.same(method, "DELETE") || HTTP2Stream.same(method, "TRACE")
-            if HTTP2Stream.same(method, "CONNECT") { return (405, "CONNECT is not served by this proxy") }
-            if !HTTP1Syntax.isToken(method) { return (400, "invalid method") }
+            self.method = HTTP1Method(bytes: method)
+            if self.method == .connect { return (405, "CONNECT is not served by this proxy") }
+            if self.method == .other && !HTTP1Syntax.isToken(method) { return (400, "invalid method") }
             guard let path = stream.path else { return (400, "missing :path") }
             if HTTP2Stream.same(UnsafeRawBufferPointer(rebasing: p[path]), "*") { return (400, "asterisk-form target is not proxied") }
             if path.count > loop.settings.requestLimits.maxLineLength { return (414, "the path is longer than the request-line limit") }
@@ -265,10 +265,7 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         }
         if requestDone {
             // No body. Methods that define one still tell the upstream it is empty.
-            let definesBody = bytes.withUnsafeBytes { p in
-                let m = UnsafeRawBufferPointer(rebasing: p[stream.method!])
-                return HTTP2Stream.same(m, "POST") || HTTP2Stream.same(m, "PUT") || HTTP2Stream.same(m, "PATCH")
-            }
+            let definesBody = method == .post || method == .put || method == .patch
             return definesBody || (declared ?? 0) > 0 ? .contentLength(0) : .none
         }
         if let declared { return .contentLength(declared) }
