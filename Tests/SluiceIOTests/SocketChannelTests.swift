@@ -97,6 +97,24 @@ import Testing
 
     static func localhost(_ port: Int = 0) -> SocketAddress { try! SocketAddress(ipAddress: "127.0.0.1", port: port) }
 
+    /// A listener on loopback, a client connected to it (set up by `client`) and the server's
+    /// side of that connection, once accepted (set up by `server`).
+    func connectedPair(_ loop: EpollEventLoop, clientAutoRead: Bool = true,
+                       server: @escaping (SocketChannel) throws -> Void = { _ in },
+                       client: @escaping (SocketChannel) throws -> Void) async throws
+        -> (listener: TCPListener, client: SocketChannel, server: SocketChannel) {
+        let accepted = NIOLockedValueBox<SocketChannel?>(nil)
+        let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
+            try server(channel)
+            accepted.withLockedValue { $0 = channel }
+        }.get()
+        let connected = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5),
+                                                        autoRead: clientAutoRead, initialize: client).get()
+        let ok = await Self.eventually { accepted.withLockedValue { $0 } != nil }
+        try #require(ok, "the listener never accepted the connection")
+        return (listener, connected, accepted.withLockedValue { $0 }!)
+    }
+
     /// Waits (bounded) until `condition` holds; false if it never did.
     static func eventually(_ condition: () -> Bool) async -> Bool {
         for _ in 0..<500 {
@@ -152,18 +170,13 @@ import Testing
     /// write after the close is dropped.
     @Test func directOutputReadsWritesAndFlushesLikeThePipeline() async throws {
         try await withLoop { loop in
-            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
             let serverSeen = Seen()
-            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
-                serverChannel.withLockedValue { $0 = channel }
-                try channel.pipeline.syncOperations.addHandler(Recorder(serverSeen))
-            }.get()
             let seen = Seen()
-            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5), autoRead: false) { channel in
+            let (listener, client, server) = try await connectedPair(loop, clientAutoRead: false, server: { channel in
+                try channel.pipeline.syncOperations.addHandler(Recorder(serverSeen))
+            }, client: { channel in
                 try channel.pipeline.syncOperations.addHandler(Recorder(seen))
-            }.get()
-            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
-            let server = serverChannel.withLockedValue { $0 }!
+            })
             try await loop.submit {
                 client.writeDirect(ByteBuffer(bytes: Array("one ".utf8)))
                 client.write(ByteBuffer(bytes: Array("two ".utf8)), promise: nil)
@@ -203,18 +216,12 @@ import Testing
             }
         }
         try await withLoop { loop in
-            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
-            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
-                serverChannel.withLockedValue { $0 = channel }
-            }.get()
             let viaPipeline = Seen()
             let direct = Direct()
-            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5)) { channel in
+            let (listener, client, server) = try await connectedPair(loop) { channel in
                 try channel.pipeline.syncOperations.addHandler(Recorder(viaPipeline))
                 channel.readDirectly(to: direct)
-            }.get()
-            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
-            let server = serverChannel.withLockedValue { $0 }!
+            }
             try await server.writeAndFlush(ByteBuffer(bytes: [1, 2, 3])).get()
             #expect(await Self.eventually { direct.seen.bytes == [1, 2, 3] && direct.seen.events.contains("complete") })
             #expect(viaPipeline.bytes.isEmpty)
@@ -232,16 +239,10 @@ import Testing
     /// consumed it, and a channel without auto-read (an upstream connection) stalled.
     @Test func aStaleInputEdgeLeavesTheRequestedReadPending() async throws {
         try await withLoop { loop in
-            let serverChannel = NIOLockedValueBox<SocketChannel?>(nil)
-            let listener = try await TCPListener.bind(to: Self.localhost(), on: loop) { channel in
-                serverChannel.withLockedValue { $0 = channel }
-            }.get()
             let seen = Seen()
-            let client = try await SocketChannel.connect(to: listener.localAddress, on: loop, timeout: .seconds(5), autoRead: false) { channel in
+            let (listener, client, server) = try await connectedPair(loop, clientAutoRead: false) { channel in
                 try channel.pipeline.syncOperations.addHandler(Recorder(seen))
-            }.get()
-            #expect(await Self.eventually { serverChannel.withLockedValue { $0 } != nil })
-            let server = serverChannel.withLockedValue { $0 }!
+            }
             try await loop.submit {
                 client.read()
                 client.ready(CLinuxIOEpollIn)  // nothing to read: EAGAIN
