@@ -596,8 +596,14 @@ final class HTTP2Exchange: UpstreamResponseDelegate {
         finishRecord(status: responseStarted ? responseStatus : 499)
         if let conn = upstream {
             upstream = nil
-            // Reset before the response completed: the upstream exchange cannot finish cleanly.
-            conn.close()
+            if requestDone && state == .forwarding {
+                // The request went out whole: the rest of the response is read and dropped, and
+                // the connection kept (closing it, a later request would open another).
+                loop.upstreams.drain(conn, finalHeadSeen: responseStarted, timeout: tries.readTimeout ?? loop.settings.upstreamReadTimeout)
+            } else {
+                // The request itself is incomplete: the upstream exchange cannot finish cleanly.
+                conn.close()
+            }
         }
         state = .done
     }

@@ -77,6 +77,14 @@ public final class UpstreamConnection: ChannelInboundHandler {
         parser.responseToHead = requestIsHead
     }
 
+    /// Hands the response in progress to `delegate` (its client went away and the rest is read
+    /// and dropped: `UpstreamConnectionPool.drain`). Unlike `attach`, nothing about the request
+    /// changes; reading resumes if the client had paused it.
+    func handOver(to delegate: UpstreamResponseDelegate) {
+        self.delegate = delegate
+        setReadPaused(false)
+    }
+
     /// Forgets the delegate; the connection is idle (or about to be closed).
     public func detach() {
         delegate = nil

@@ -177,3 +177,68 @@ public final class UpstreamConnectionPool: @unchecked Sendable {
         forgetRecent()
     }
 }
+
+// MARK: - Draining a response nobody waits for
+
+extension UpstreamConnectionPool {
+    /// The client of the response in progress on `connection` went away after its request was
+    /// sent whole. Closing the connection would cost a later request a new one, and a burst of
+    /// such closes (a load generator stopping, many streams cancelled at once) a burst of
+    /// connects that can overflow the backend's accept queue (benchmarks/RESULTS.md, session
+    /// 19). So the rest of the response is read and dropped, and the connection comes back to
+    /// the pool; it is closed instead when the rest is longer than `byteLimit` bytes or does not
+    /// end within `timeout`. `finalHeadSeen`: the final (non-1xx) head has already arrived.
+    public func drain(_ connection: UpstreamConnection, finalHeadSeen: Bool, byteLimit: Int = 64 * 1024, timeout: TimeAmount) {
+        eventLoop.assertInEventLoop()
+        let drain = ResponseDrain(pool: self, connection: connection, finalHeadSeen: finalHeadSeen, byteLimit: byteLimit)
+        drain.timer = eventLoop.scheduleTask(in: timeout) { drain.finish(reuse: false) }
+        connection.handOver(to: drain)
+    }
+}
+
+/// Reads a response to its end for nobody (`UpstreamConnectionPool.drain`).
+final class ResponseDrain: UpstreamResponseDelegate, @unchecked Sendable {
+    // @unchecked: used on the pool's event loop only, as the connection is.
+    private let pool: UpstreamConnectionPool
+    /// Let go at the end: the timer's closure, queued until its deadline, holds this object.
+    private var connection: UpstreamConnection?
+    private var finalHeadSeen: Bool
+    private var bytesLeft: Int
+    var timer: Scheduled<Void>? = nil
+
+    init(pool: UpstreamConnectionPool, connection: UpstreamConnection, finalHeadSeen: Bool, byteLimit: Int) {
+        self.pool = pool
+        self.connection = connection
+        self.finalHeadSeen = finalHeadSeen
+        self.bytesLeft = byteLimit
+    }
+
+    func finish(reuse: Bool) {
+        guard let connection else { return }
+        self.connection = nil
+        timer?.cancel()
+        timer = nil
+        if reuse { pool.release(connection) } else { connection.close() }
+    }
+
+    func upstreamResponseHead(_ head: HTTP1Head, buffer: ByteBuffer) {
+        // A switch of protocols has no end to wait for.
+        if head.status == 101 { finish(reuse: false); return }
+        if !head.isInformational { finalHeadSeen = true }
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        bytesLeft -= body.readableBytes
+        if bytesLeft < 0 { finish(reuse: false) }
+    }
+
+    func upstreamResponseEnd(trailers: ByteBuffer?) {
+        // The end of a 1xx is not the end of the response.
+        if finalHeadSeen { finish(reuse: true) }
+    }
+
+    func upstreamTunnelData(_ data: ByteBuffer) { finish(reuse: false) }
+    func upstreamFailed(_ error: UpstreamError) { finish(reuse: false) }
+    func upstreamReadComplete() {}
+    func upstreamWritabilityChanged(isWritable: Bool) {}
+}
